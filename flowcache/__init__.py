@@ -1,0 +1,33 @@
+"""flowcache: a tiered, content-addressed cache for task outputs, and carbon-aware scheduling.
+
+The engine-neutral core. Prefect glue lives in ``prefect_cache``, Dask glue in ``dask_cache``;
+this package imports neither.
+"""
+
+from flowcache.access import Identity
+from flowcache.config import StoreConfig, default_store, set_default_store
+from flowcache.entry import Entry, Frame, Header
+from flowcache.errors import (
+    ConfigError,
+    CorruptEntry,
+    DurableWriteError,
+    FlowcacheError,
+    ForeignEntry,
+    TierUnavailable,
+    UnhashableInput,
+    UnserializableResult,
+)
+from flowcache.fingerprints import FileRef
+from flowcache.keys import content_key, hash_inputs, register_hasher
+from flowcache.lifetimes import FLOW, KEEP, TTL, FlowScoped, Keep, parse_lifetime
+from flowcache.store import Outcome, TieredStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FLOW", "KEEP", "TTL", "ConfigError", "CorruptEntry", "DurableWriteError", "Entry",
+    "FileRef", "FlowScoped", "FlowcacheError", "ForeignEntry", "Frame", "Header", "Identity",
+    "Keep", "Outcome", "StoreConfig", "TierUnavailable", "TieredStore", "UnhashableInput",
+    "UnserializableResult", "content_key", "default_store", "hash_inputs", "parse_lifetime",
+    "register_hasher", "set_default_store",
+]

@@ -1,0 +1,245 @@
+"""Configuration: the one place the environment and config files are read, into typed values.
+
+The store is described by a chain of tier URLs, fastest first, durable last::
+
+    FLOWCACHE_STORE="memory+redis://127.0.0.1:6379/0+s3://bucket/prefix"
+
+``+`` separates tiers (a ``+`` followed by a scheme or a path starts the next one). Tier options
+go in each URL's query string: ``memory://?max_bytes=2GiB``,
+``redis://host:6379/0?max_item_bytes=256MiB&prefix=fc:``, ``/var/cache/fc?fsync=false``.
+With nothing set, the embedded default needs no server: ``memory`` plus a directory under the
+user's cache dir.
+
+Other settings (environment first, then ``[flowcache]`` in ``FLOWCACHE_CONFIG`` or
+``~/.config/flowcache/config.toml``):
+
+* ``FLOWCACHE_USER`` (default: the login name): owner and namespace of entries;
+* ``FLOWCACHE_SIGNING_KEY`` (64 hex chars) or ``FLOWCACHE_SIGNING_KEY_FILE`` (default
+  ``<config dir>/keys/<user>.key``, created on first use);
+* ``FLOWCACHE_STORAGE_OPTIONS``: JSON ``{"s3": {"endpoint_url": ...}, "gs": {...}}`` passed to
+  fsspec for the object tier and for fingerprinting input files;
+* ``FLOWCACHE_LOCKS``: ``auto`` (Redis leases when a Redis tier is configured, else file locks),
+  ``redis``, ``file`` or ``thread``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import platformdirs
+
+from flowcache.access import Identity, key_from_hex, load_or_create_key, validate_user
+from flowcache.errors import ConfigError
+from flowcache.fingerprints import Fingerprinter
+from flowcache.locks import FileLocks, Locks, RedisLocks
+from flowcache.store import TieredStore
+from flowcache.tiers import tier_class
+
+APP = "flowcache"
+_SPLIT = re.compile(r"\+(?=[A-Za-z][A-Za-z0-9.-]*(?:://|\?|\+|$)|[/~.])")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "ki": 2**10, "kib": 2**10,
+               "m": 10**6, "mb": 10**6, "mi": 2**20, "mib": 2**20, "g": 10**9, "gb": 10**9,
+               "gi": 2**30, "gib": 2**30, "t": 10**12, "tb": 10**12, "ti": 2**40, "tib": 2**40}
+_TIER_OPTIONS = {
+    "memory": {"max_bytes": "size", "max_item_bytes": "size"},
+    "redis": {"max_item_bytes": "size", "inline_bytes": "size", "part_bytes": "size",
+              "prefix": "str"},
+    "object": {"fsync": "bool"},
+}
+
+
+def parse_size(text: str | int) -> int:
+    """``"512MiB"`` -> 536870912; plain integers are bytes."""
+    if isinstance(text, int):
+        return text
+    match = _SIZE.match(text)
+    if not match:
+        raise ConfigError(f"cannot read {text!r} as a size; use e.g. 512MiB or 2GB")
+    return int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()])
+
+
+def split_store_spec(spec: str) -> list[str]:
+    parts = [part.strip() for part in _SPLIT.split(spec.strip()) if part.strip()]
+    if not parts:
+        raise ConfigError("the store spec is empty")
+    return parts
+
+
+@dataclass(frozen=True)
+class TierSpec:
+    kind: str  # "memory" | "redis" | "object"
+    url: str  # the URL handed to the backend, our options removed
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> TierSpec:
+        scheme = text.split("://", 1)[0].lower() if "://" in text else text.split("?", 1)[0]
+        if scheme == "memory" and "://" in text and urlsplit(text).path not in ("", "/"):
+            kind = "object"  # memory://bucket/path is fsspec's in-memory filesystem
+        elif scheme == "memory":
+            kind = "memory"
+        elif scheme in ("redis", "rediss", "unix", "redis+cluster"):
+            kind = "redis"
+        else:
+            kind = "object"
+        allowed = _TIER_OPTIONS[kind]
+        parts = urlsplit(text)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        ours = {k: v for k, v in query if k in allowed}
+        if kind == "object" and not ours and "?" in text:
+            return cls(kind, text, {})  # a literal '?' in a path: leave it alone
+        rest = urlencode([(k, v) for k, v in query if k not in allowed])
+        url = urlunsplit(parts._replace(query=rest)) if "://" in text else text.split("?")[0]
+        return cls(kind, url, {k: _convert(v, allowed[k], k) for k, v in ours.items()})
+
+
+def _convert(value: str, kind: str, name: str) -> Any:
+    if kind == "size":
+        return parse_size(value)
+    if kind == "bool":
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"option {name} takes true or false, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Everything needed to build a :class:`TieredStore`, parsed once."""
+
+    tiers: tuple[str, ...]
+    user: str
+    signing_key: bytes = field(repr=False)
+    storage_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    locks: str = "auto"
+    lock_dir: Path = field(default_factory=lambda: default_cache_dir() / "locks")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> StoreConfig:
+        env = os.environ if env is None else env
+        file_settings = _read_config_file(env)
+
+        def setting(name: str, default: Any = None) -> Any:
+            value = env.get(f"FLOWCACHE_{name.upper()}")
+            return value if value is not None else file_settings.get(name, default)
+
+        spec = setting("store") or default_store_spec()
+        tiers = tuple(spec) if isinstance(spec, list) else tuple(split_store_spec(spec))
+        user = validate_user(setting("user") or _login_name())
+        key_hex = setting("signing_key")
+        if key_hex:
+            key = key_from_hex(key_hex)
+        else:
+            key_file = setting("signing_key_file") or default_config_dir() / "keys" / f"{user}.key"
+            key = load_or_create_key(Path(key_file).expanduser())
+        options = setting("storage_options") or {}
+        if isinstance(options, str):
+            try:
+                options = json.loads(options)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"FLOWCACHE_STORAGE_OPTIONS is not JSON: {exc}") from None
+        locks = str(setting("locks", "auto")).lower()
+        if locks not in ("auto", "redis", "file", "thread"):
+            raise ConfigError(f"FLOWCACHE_LOCKS must be auto, redis, file or thread: {locks!r}")
+        lock_dir = Path(setting("lock_dir") or default_cache_dir() / "locks").expanduser()
+        return cls(tiers=tiers, user=user, signing_key=key, storage_options=options,
+                   locks=locks, lock_dir=lock_dir)
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(self.user, self.signing_key)
+
+    def fingerprinter(self) -> Fingerprinter:
+        return Fingerprinter(self.storage_options)
+
+    def build(self) -> TieredStore:
+        tiers = [build_tier(TierSpec.parse(text), self.storage_options) for text in self.tiers]
+        return TieredStore(tiers, identity=self.identity, locks=self._locks(tiers))
+
+    def _locks(self, tiers: list[Any]) -> Locks | None:
+        if self.locks == "thread":
+            return None
+        files = FileLocks(self.lock_dir)
+        redis_tier = next((t for t in tiers if t.name == "redis"), None)
+        if self.locks == "redis" and redis_tier is None:
+            raise ConfigError("FLOWCACHE_LOCKS=redis needs a redis tier in FLOWCACHE_STORE")
+        if redis_tier is not None and self.locks in ("auto", "redis"):
+            return RedisLocks(redis_tier.client, prefix=f"{redis_tier.prefix}lock:",
+                              fallback=files)
+        return files
+
+
+def build_tier(spec: TierSpec, storage_options: Mapping[str, Mapping[str, Any]]) -> Any:
+    if spec.kind == "memory":
+        return tier_class("memory")(**spec.options)
+    if spec.kind == "redis":
+        return tier_class("redis").from_url(spec.url, **spec.options)
+    protocol = spec.url.split("://", 1)[0].lower() if "://" in spec.url else "file"
+    url = spec.url if "://" in spec.url else str(Path(spec.url).expanduser().absolute())
+    options = storage_options.get(protocol, {})
+    if protocol == "gcs":
+        options = storage_options.get("gs", options)
+    return tier_class("object")(url, storage_options=options, **spec.options)
+
+
+def default_cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir(APP))
+
+
+def default_config_dir() -> Path:
+    return Path(platformdirs.user_config_dir(APP))
+
+
+def default_store_spec() -> str:
+    return f"memory+{default_cache_dir() / 'store'}"
+
+
+def _login_name() -> str:
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "default"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "default"
+
+
+def _read_config_file(env: Mapping[str, str]) -> dict[str, Any]:
+    path = Path(env.get("FLOWCACHE_CONFIG") or default_config_dir() / "config.toml").expanduser()
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        if env.get("FLOWCACHE_CONFIG"):
+            raise ConfigError(f"FLOWCACHE_CONFIG points to {path}, which does not exist") from None
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    return dict(data.get("flowcache", {}))
+
+
+_DEFAULT: TieredStore | None = None
+
+
+def default_store() -> TieredStore:
+    """The process-wide store built from the environment (built once, on first use)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = StoreConfig.from_env().build()
+    return _DEFAULT
+
+
+def set_default_store(store: TieredStore | None) -> None:
+    """Replace (or with None, forget) the process-wide store."""
+    global _DEFAULT
+    _DEFAULT = store

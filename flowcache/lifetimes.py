@@ -1,0 +1,110 @@
+"""Lifetimes: how long an entry may live, as values carried in every frame's header.
+
+Every entry has exactly one lifetime (DESIGN invariant 5): ``FLOW`` (purged when the flow run that
+wrote it ends), a ``TTL`` or ``KEEP``. They are values, not strings parsed later; ``parse_lifetime``
+is the one place user spellings (``"flow"``, ``"2h"``, ``3600``, ``"keep"``) become them.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from flowcache.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Keep:
+    """Kept until cleared explicitly (``flowcache clear``)."""
+
+    def to_header(self, now: float) -> dict[str, Any]:
+        return {"kind": "keep"}
+
+    def ttl_seconds(self, now: float) -> float | None:
+        return None
+
+
+@dataclass(frozen=True)
+class TTL:
+    """Expires ``seconds`` after it was written, in every tier."""
+
+    seconds: float
+
+    def __post_init__(self) -> None:
+        if self.seconds <= 0:
+            raise ConfigError(f"a TTL must be positive, got {self.seconds}")
+
+    def to_header(self, now: float) -> dict[str, Any]:
+        return {"kind": "ttl", "expires_at": now + self.seconds}
+
+    def ttl_seconds(self, now: float) -> float | None:
+        return self.seconds
+
+
+@dataclass(frozen=True)
+class FlowScoped:
+    """An intermediate of one flow run: purged when that run ends.
+
+    ``run_id`` is filled in by the engine glue when the entry is written; ``max_age`` bounds how
+    long ``gc`` lets it live if no hook ever purges it (a killed flow process).
+    """
+
+    run_id: str | None = None
+    max_age: float = 7 * 24 * 3600.0
+
+    def to_header(self, now: float) -> dict[str, Any]:
+        return {"kind": "flow", "run": self.run_id, "expires_at": now + self.max_age}
+
+    def ttl_seconds(self, now: float) -> float | None:
+        return self.max_age
+
+
+Lifetime = Keep | TTL | FlowScoped
+KEEP = Keep()
+FLOW = FlowScoped()
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|day|w)?s?\s*$", re.IGNORECASE)
+_UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600,
+          "d": 86400, "day": 86400, "w": 604800}
+
+
+def parse_duration(value: str | float | timedelta) -> float:
+    """``"90s"``, ``"2h"``, ``"7d"``, ``3600`` or a ``timedelta`` -> seconds."""
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, (int, float)):
+        return float(value)
+    match = _DURATION.match(value)
+    if not match:
+        raise ConfigError(f"cannot read {value!r} as a duration; use e.g. '90s', '2h' or '7d'")
+    unit = match.group(2).lower() if match.group(2) else None
+    return float(match.group(1)) * _UNITS[unit]
+
+
+def parse_lifetime(value: Lifetime | str | float | timedelta | None) -> Lifetime:
+    """The one place user spellings become lifetime values (``None`` means keep)."""
+    if isinstance(value, (Keep, TTL, FlowScoped)):
+        return value
+    if value is None or (isinstance(value, str) and value.strip().lower() == "keep"):
+        return KEEP
+    if isinstance(value, str) and value.strip().lower() == "flow":
+        return FLOW
+    return TTL(parse_duration(value))
+
+
+def lifetime_from_header(data: dict[str, Any]) -> Lifetime:
+    kind = data.get("kind")
+    if kind == "ttl":
+        return TTL(max(1e-9, float(data["expires_at"]) - time.time()))
+    if kind == "flow":
+        return FlowScoped(data.get("run"))
+    return KEEP
+
+
+def expires_at(header_lifetime: dict[str, Any]) -> float | None:
+    """The wall-clock expiry recorded in a frame header, if any."""
+    value = header_lifetime.get("expires_at")
+    return float(value) if value is not None else None

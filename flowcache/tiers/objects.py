@@ -1,0 +1,220 @@
+"""The object tier: the durable source of truth, on any fsspec URL (local dir, s3://, gs://...).
+
+A write returns only once the backend confirmed it: the object's size, and its checksum where the
+backend reports one we can recompute (S3's single-part ETag is an MD5, GCS reports CRC32C), or
+else a read-back of its header. Exclusive create (``If-None-Match: *`` on S3,
+``ifGenerationMatch=0`` on GCS, a hard link locally) keeps entries write-once where the backend
+enforces it; the store does not rely on it for correctness.
+
+Local directories get their own code path because fsspec's local ``pipe`` writes in place: a
+reader could see half a file. Here a local frame is written to a temporary file, flushed, and
+linked (or renamed) into place, so readers see all of it or nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from flowcache.entry import Frame
+from flowcache.errors import DurableWriteError
+from flowcache.tiers.base import BaseTier
+
+_TMP_MARK = ".tmp-"
+_VERIFY_HEAD_BYTES = 4096
+
+
+class ObjectTier(BaseTier):
+    name = "object"
+    durable = True
+    trusted = False
+    max_item_bytes = None
+
+    def __init__(self, url: str, *, storage_options: Mapping[str, Any] | None = None,
+                 fs: fsspec.AbstractFileSystem | None = None, fsync: bool = True) -> None:
+        if fs is None:
+            fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+        else:
+            root = fs._strip_protocol(url)
+        self.url = url
+        self.fs = fs
+        self.root = root.rstrip("/") or "/"
+        self.fsync = fsync
+        self.local = isinstance(fs, LocalFileSystem)
+        if self.local:
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+
+    # -- primitives ---------------------------------------------------------------------------
+    def get(self, name: str) -> Frame | None:
+        path = self._path(name)
+        try:
+            if self.local:
+                with open(path, "rb") as handle:
+                    return Frame((handle.read(),))
+            return Frame((self.fs.cat_file(path),))
+        except FileNotFoundError:
+            return None
+
+    def put(self, name: str, frame: Frame, *, ttl: float | None = None,
+            exclusive: bool = False) -> None:
+        path = self._path(name)
+        if self.local:
+            self._put_local(path, frame, exclusive)
+        else:
+            self._put_remote(path, frame, exclusive)
+        self._confirm(name, path, frame)
+
+    def exists(self, name: str) -> bool:
+        path = self._path(name)
+        if self.local:
+            return os.path.exists(path)
+        try:
+            self.fs.info(path, refresh=True)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def delete(self, name: str) -> bool:
+        path = self._path(name)
+        try:
+            if self.local:
+                os.unlink(path)
+            else:
+                self.fs.rm_file(path)
+                self.fs.invalidate_cache(path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def scan(self, prefix: str = "") -> Iterator[str]:
+        directory = prefix.rpartition("/")[0]
+        base = f"{self.root}/{directory}".rstrip("/") if directory else self.root
+        start = len(self.root) + 1
+        try:
+            self.fs.invalidate_cache(base)
+            found = self.fs.find(base)
+        except FileNotFoundError:
+            return
+        for path in sorted(found):
+            path = self.fs._strip_protocol(path)
+            name = path[start:]
+            if _TMP_MARK in name.rpartition("/")[2] or not name.startswith(prefix):
+                continue
+            yield name
+
+    def head(self, name: str, nbytes: int) -> bytes | None:
+        path = self._path(name)
+        try:
+            if self.local:
+                with open(path, "rb") as handle:
+                    return handle.read(nbytes)
+            return self.fs.cat_file(path, start=0, end=nbytes)
+        except FileNotFoundError:
+            return None
+
+    def info(self, name: str) -> dict[str, Any] | None:
+        """Backend metadata (size, mtime/LastModified...) of a stored frame, or None."""
+        try:
+            return self.fs.info(self._path(name), refresh=True)
+        except FileNotFoundError:
+            return None
+
+    def describe(self) -> str:
+        return f"object {self.url}"
+
+    # -- writing ------------------------------------------------------------------------------
+    def _path(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def _put_local(self, path: str, frame: Frame, exclusive: bool) -> None:
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        tmp = f"{path}{_TMP_MARK}{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as handle:
+                for part in frame.parts:
+                    handle.write(part)
+                handle.flush()
+                if self.fsync:
+                    os.fsync(handle.fileno())
+            if exclusive:
+                os.link(tmp, path)  # atomic, and fails if the name exists
+            else:
+                os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def _put_remote(self, path: str, frame: Frame, exclusive: bool) -> None:
+        data = frame.join()
+        kwargs: dict[str, Any] = {"mode": "create" if exclusive else "overwrite"}
+        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        if protocol in ("s3", "s3a", "gs", "gcs"):
+            # one request up to 5 GB: multipart uploads would drop the exclusive-create guard
+            kwargs["chunksize"] = max(50 << 20, len(data) + 1)
+        self.fs.pipe_file(path, data, **kwargs)
+        self.fs.invalidate_cache(path)
+
+    def _confirm(self, name: str, path: str, frame: Frame) -> None:
+        if self.local:
+            size = os.stat(path).st_size
+            if size != frame.nbytes:
+                raise DurableWriteError(name, f"wrote {frame.nbytes} bytes, file has {size}")
+            return
+        try:
+            info = self.fs.info(path, refresh=True)
+        except FileNotFoundError:
+            raise DurableWriteError(name, "the object is missing right after it was written"
+                                    ) from None
+        size = int(info.get("size") or 0)
+        if size != frame.nbytes:
+            raise DurableWriteError(name, f"wrote {frame.nbytes} bytes, backend has {size}")
+        claim = checksum_claim(info)
+        if claim is not None:
+            algorithm, expected = claim
+            actual = compute_checksum(algorithm, frame)
+            if actual != expected:
+                raise DurableWriteError(name, f"backend {algorithm} {expected} does not match "
+                                              f"the bytes sent ({actual})")
+            return
+        head = self.fs.cat_file(path, start=0, end=_VERIFY_HEAD_BYTES)
+        if head != bytes(frame.read(0, min(frame.nbytes, _VERIFY_HEAD_BYTES))):
+            raise DurableWriteError(name, "read-back of the stored header differs")
+
+
+def checksum_claim(info: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The checksum a backend reports for an object, if we know how to recompute it."""
+    crc = info.get("crc32c")
+    if crc:
+        return "crc32c", str(crc)
+    md5 = info.get("md5Hash")
+    if md5:
+        return "md5-base64", str(md5)
+    etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
+    if len(etag) == 32 and all(ch in "0123456789abcdef" for ch in etag.lower()):
+        return "md5-hex", etag.lower()  # single-part S3 upload without SSE-KMS
+    return None
+
+
+def compute_checksum(algorithm: str, frame: Frame) -> str:
+    if algorithm == "crc32c":
+        import google_crc32c
+
+        crc = google_crc32c.Checksum()
+        for part in frame.parts:
+            crc.update(bytes(part) if isinstance(part, memoryview) else part)
+        return base64.b64encode(crc.digest()).decode()
+    md5 = hashlib.md5(usedforsecurity=False)
+    for part in frame.parts:
+        md5.update(part)
+    if algorithm == "md5-base64":
+        return base64.b64encode(md5.digest()).decode()
+    return md5.hexdigest()
