@@ -93,6 +93,9 @@ class Listeners:
         if listener in self._listeners:
             self._listeners.remove(listener)
 
+    def __bool__(self) -> bool:
+        return bool(self._listeners)
+
     def emit(self, event: str, *args: Any) -> None:
         for listener in self._listeners:
             try:

@@ -32,7 +32,7 @@ import threading
 import types
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import blake3
@@ -182,7 +182,7 @@ class KeyBuilder:
                 self._bytes(_T_CUSTOM, _qualname(cls).encode(), h)
                 self._feed(h, hasher_fn(value), path, depth + 1)
                 return
-        if isinstance(value, _REFUSED):
+        if isinstance(value, (_REFUSED, Iterator)):
             raise UnhashableInput(path, cls, reason=_refusal_reason(value))
         if isinstance(value, (FileRef, os.PathLike)) or _is_fsspec_file(value):
             self._file(h, value, path)
@@ -322,8 +322,8 @@ def _qualname(obj: Any) -> str:
 def _refusal_reason(value: Any) -> str:
     if isinstance(value, io.IOBase):
         return "an open file; pass its path instead"
-    if isinstance(value, (types.GeneratorType, types.AsyncGeneratorType)):
-        return "a generator would be consumed by hashing; pass a list"
+    if isinstance(value, (Iterator, types.AsyncGeneratorType)):
+        return "an iterator would be consumed by hashing; pass a list"
     return "it holds live process state that has no content to hash"
 
 

@@ -311,7 +311,7 @@ class TieredStore:
         return self.delete_name(self.name_for(key), reason=reason)
 
     def delete_name(self, name: str, *, reason: str = "deleted") -> bool:
-        size = self._durable_size(name)
+        size = self._durable_size(name) if self.listeners else None
         removed = self.durable.delete(name)
         if removed:
             self.counters.add(self.durable.name, deletes=1)

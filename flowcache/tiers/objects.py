@@ -88,6 +88,8 @@ class ObjectTier(BaseTier):
             if self.local:
                 os.unlink(path)
             else:
+                # object stores delete idempotently: ask first, to report what was removed
+                self.fs.info(path, refresh=True)
                 self.fs.rm_file(path)
                 self.fs.invalidate_cache(path)
         except FileNotFoundError:

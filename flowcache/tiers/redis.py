@@ -144,11 +144,18 @@ class RedisTier(BaseTier):
         key = self._key(name)
         with self._translate():
             value = self.client.getrange(key, 0, nbytes - 1)
-            if not value:
-                return None
-            if value[:4] == _MANIFEST:
-                return self.client.getrange(f"{key}:0", 0, nbytes - 1) or None
-        return value
+            if not value or value[:4] != _MANIFEST:
+                return value or None
+            manifest = self.client.get(key) or b""
+            pipe = self.client.pipeline(transaction=False)
+            wanted = nbytes
+            for index, size in enumerate(_part_sizes(manifest)):
+                pipe.getrange(f"{key}:{index}", 0, min(size, wanted) - 1)
+                wanted -= size
+                if wanted <= 0:
+                    break
+            pieces = pipe.execute()
+        return b"".join(pieces) or None
 
     def ttl(self, name: str) -> float | None:
         """Seconds left before Redis expires ``name`` (None: no expiry or no such key)."""
@@ -186,6 +193,15 @@ class RedisTier(BaseTier):
             yield
         except self._unavailable as exc:
             raise TierUnavailable(f"{self.describe()} is unreachable: {exc}") from exc
+
+
+def _part_sizes(manifest: bytes) -> list[int]:
+    if manifest[:4] != _MANIFEST:
+        return []
+    count = _PART_COUNT.unpack_from(manifest, 4)[0]
+    start = 4 + _PART_COUNT.size
+    return [_PART_SIZE.unpack_from(manifest, start + i * _PART_SIZE.size)[0]
+            for i in range(count)]
 
 
 def _glob_escape(text: str) -> str:
