@@ -46,6 +46,7 @@ from flowcache.tiers import tier_class
 
 APP = "flowcache"
 _SPLIT = re.compile(r"\+(?=[A-Za-z][A-Za-z0-9.-]*(?:://|\?|\+|$)|[/~.])")
+_CLUSTER = "redis+cluster://"
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "ki": 2**10, "kib": 2**10,
                "m": 10**6, "mb": 10**6, "mi": 2**20, "mib": 2**20, "g": 10**9, "gb": 10**9,
@@ -69,7 +70,9 @@ def parse_size(text: str | int) -> int:
 
 
 def split_store_spec(spec: str) -> list[str]:
-    parts = [part.strip() for part in _SPLIT.split(spec.strip()) if part.strip()]
+    protected = spec.strip().replace(_CLUSTER, "\0")  # the one scheme with a '+' in it
+    parts = [part.strip().replace("\0", _CLUSTER) for part in _SPLIT.split(protected)
+             if part.strip()]
     if not parts:
         raise ConfigError("the store spec is empty")
     return parts

@@ -184,17 +184,20 @@ class FaultProxy:
                     return
                 conn = http.client.HTTPConnection(HOST, proxy.upstream_port, timeout=60)
                 headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("transfer-encoding", "connection")}
+                           if k.lower() not in ("transfer-encoding", "connection", "expect")}
                 if body is not None:
                     headers["Content-Length"] = str(len(body))
                 conn.request(self.command, self.path, body=body, headers=headers)
                 response = conn.getresponse()
                 data = response.read()
                 self.send_response(response.status, response.reason)
+                length = str(len(data))
                 for key, value in response.getheaders():
-                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    if key.lower() == "content-length" and self.command == "HEAD":
+                        length = value  # a HEAD answer describes the object, not its body
+                    elif key.lower() not in ("transfer-encoding", "connection", "content-length"):
                         self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Content-Length", length)
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)

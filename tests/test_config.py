@@ -1,0 +1,91 @@
+"""Configuration: store specs, options, embedded defaults and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from flowcache.config import StoreConfig, TierSpec, parse_size, split_store_spec
+from flowcache.errors import ConfigError
+from flowcache.locks import FileLocks, RedisLocks
+from flowcache.tiers.memory import MemoryTier
+from flowcache.tiers.objects import ObjectTier
+from flowcache.tiers.redis import RedisTier
+
+
+def test_store_spec_splits_on_plus_before_a_scheme_or_path():
+    assert split_store_spec("memory+redis://127.0.0.1:6379/0+s3://bucket/prefix") == [
+        "memory", "redis://127.0.0.1:6379/0", "s3://bucket/prefix"]
+    assert split_store_spec("memory://?max_bytes=1GiB+/var/cache/fc") == [
+        "memory://?max_bytes=1GiB", "/var/cache/fc"]
+    assert split_store_spec("redis+cluster://h:7000+gs://b/p") == ["redis+cluster://h:7000",
+                                                                   "gs://b/p"]
+    assert split_store_spec("memory+~/cache") == ["memory", "~/cache"]
+
+
+def test_tier_options_are_taken_from_the_query_and_the_rest_left_alone():
+    spec = TierSpec.parse("redis://h:1/0?max_item_bytes=2MiB&socket_keepalive=true")
+    assert spec.kind == "redis"
+    assert spec.options == {"max_item_bytes": 2 << 20}
+    assert spec.url == "redis://h:1/0?socket_keepalive=true"
+    assert TierSpec.parse("memory://?max_bytes=1GB").options == {"max_bytes": 10**9}
+    assert TierSpec.parse("/tmp/x?fsync=false").options == {"fsync": False}
+    assert TierSpec.parse("memory://bucket/path").kind == "object"
+
+
+@pytest.mark.parametrize(("text", "size"), [("10", 10), ("1KiB", 1024), ("1.5MB", 1_500_000),
+                                            ("2GiB", 2 << 30), ("3 mib", 3 << 20)])
+def test_sizes(text, size):
+    assert parse_size(text) == size
+
+
+def test_bad_values_are_clear_errors(tmp_path):
+    with pytest.raises(ConfigError, match="size"):
+        parse_size("lots")
+    with pytest.raises(ConfigError, match="true or false"):
+        TierSpec.parse("/tmp/x?fsync=maybe")
+    with pytest.raises(ConfigError, match="FLOWCACHE_LOCKS"):
+        StoreConfig.from_env({"FLOWCACHE_LOCKS": "carrier-pigeon"})
+    with pytest.raises(ConfigError, match="JSON"):
+        StoreConfig.from_env({"FLOWCACHE_STORAGE_OPTIONS": "{nope"})
+    with pytest.raises(ConfigError, match="user name"):
+        StoreConfig.from_env({"FLOWCACHE_USER": "../etc"})
+    with pytest.raises(ConfigError, match="does not exist"):
+        StoreConfig.from_env({"FLOWCACHE_CONFIG": str(tmp_path / "missing.toml")})
+
+
+def test_embedded_default_needs_no_server(session_dir):
+    config = StoreConfig.from_env({})
+    store = config.build()
+    assert [type(t) for t in store.tiers] == [MemoryTier, ObjectTier]
+    assert str(store.durable.root).startswith(str(session_dir))  # the user's cache dir
+    assert isinstance(store.locks.outer, FileLocks)
+    store.put("ab" * 32, b"works")
+    assert config.build().get("ab" * 32) == b"works"  # a new process would find it too
+    # the signing key was created once and is reused
+    assert StoreConfig.from_env({}).signing_key == config.signing_key
+
+
+def test_redis_tier_brings_redis_locks(redis_url, tmp_path):
+    config = StoreConfig.from_env({"FLOWCACHE_STORE": f"memory+{redis_url}+{tmp_path}/d",
+                                   "FLOWCACHE_USER": "bob"})
+    store = config.build()
+    assert isinstance(store.tiers[1], RedisTier)
+    assert isinstance(store.locks.outer, RedisLocks)
+    assert store.identity.user == "bob"
+
+
+def test_toml_file_settings_and_env_precedence(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text(f'[flowcache]\nstore = ["memory", "{tmp_path}/d"]\nuser = "carol"\n'
+                    '[flowcache.storage_options.s3]\nendpoint_url = "http://127.0.0.1:1"\n')
+    config = StoreConfig.from_env({"FLOWCACHE_CONFIG": str(path)})
+    assert config.user == "carol"
+    assert config.tiers == ("memory", f"{tmp_path}/d")
+    assert config.storage_options["s3"]["endpoint_url"] == "http://127.0.0.1:1"
+    assert StoreConfig.from_env({"FLOWCACHE_CONFIG": str(path),
+                                 "FLOWCACHE_USER": "dave"}).user == "dave"
+
+
+def test_the_last_tier_must_be_durable(tmp_path):
+    with pytest.raises(ValueError, match="durable"):
+        StoreConfig.from_env({"FLOWCACHE_STORE": "memory"}).build()
