@@ -159,8 +159,10 @@ class ObjectTier(BaseTier):
         data = frame.join()
         kwargs: dict[str, Any] = {"mode": "create" if exclusive else "overwrite"}
         protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
-        if protocol in ("s3", "s3a", "gs", "gcs"):
-            # one request up to 5 GB: multipart uploads would drop the exclusive-create guard
+        if protocol in ("s3", "s3a") and exclusive:
+            # s3fs sends If-None-Match only on single-request uploads (up to 5 GB); its
+            # multipart path would drop the exclusive-create guard. (gcsfs keeps
+            # ifGenerationMatch=0 on resumable uploads, so GCS needs nothing here.)
             kwargs["chunksize"] = max(50 << 20, len(data) + 1)
         self.fs.pipe_file(path, data, **kwargs)
         self.fs.invalidate_cache(path)

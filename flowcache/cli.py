@@ -1,0 +1,70 @@
+"""The ``flowcache`` command: inspect and manage the store configured by the environment."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flowcache.config import StoreConfig
+from flowcache.errors import FlowcacheError
+
+app = typer.Typer(help="flowcache: tiered content-addressed cache and carbon-aware scheduling.",
+                  no_args_is_help=True, add_completion=False)
+console = Console()
+
+
+def _config() -> StoreConfig:
+    try:
+        return StoreConfig.from_env()
+    except FlowcacheError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def info() -> None:
+    """Show the configured user, tiers and lock backend."""
+    config = _config()
+    store = config.build()
+    console.print(f"user      {config.user}")
+    for index, tier in enumerate(store.tiers):
+        role = "durable" if tier.durable else "hot"
+        console.print(f"tier {index}    {tier.describe()} ({role})")
+    outer = store.locks.outer
+    console.print(f"locks     {type(outer).__name__ if outer else 'threads only'}")
+
+
+@app.command("ls")
+def list_entries(limit: int = typer.Option(50, help="show at most this many entries")) -> None:
+    """List this user's entries in the durable tier (newest first)."""
+    store = _config().build()
+    rows = []
+    for name, header in store.headers():
+        rows.append((name, header))
+    rows.sort(key=lambda row: -(row[1].created if row[1] else 0))
+    table = Table("key", "bytes", "created", "lifetime", "task")
+    for name, header in rows[:limit]:
+        if header is None:
+            table.add_row(store.key_of(name)[:16], "?", "?", "[red]unreadable[/red]", "")
+            continue
+        created = dt.datetime.fromtimestamp(header.created, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(header.key[:16], f"{header.size:,}", created,
+                      header.lifetime.get("kind", "?"), str(header.meta.get("task", "")))
+    console.print(table)
+    console.print(f"{len(rows)} entries")
+
+
+def main() -> None:
+    try:
+        app()
+    except FlowcacheError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
