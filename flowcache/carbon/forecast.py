@@ -1,0 +1,193 @@
+"""Forecasts: the provider's when it has one, otherwise one made from history by a method.
+
+A method is a small object with ``predict_block(values, origins, horizon, period)``: given a regular
+array of past intensity (gaps forward-filled), it forecasts ``horizon`` slots starting at each
+origin using only ``values[:origin]``. One code path serves both uses: a live forecast (one
+origin) and the evaluation, which asks for every hour of a year at once. Methods:
+
+* ``mean7``: Caribou's first baseline, the mean of the same hour over the last 7 days;
+* ``holtwinters``: Caribou's second baseline, additive Holt-Winters with a daily season fitted on
+  the last 7 days (:mod:`flowcache.carbon.holtwinters`);
+* ``blend``: flowcache's method, an average of a level-adjusted recency-weighted daily profile,
+  analog days and per-horizon ridge regression (:mod:`flowcache.carbon.blend`), the default;
+* ``oracle``: perfect foresight. **Evaluation only**: it reads the future, and says so
+  (``sees_future = True``); nothing outside :mod:`flowcache.carbon.replay` should use it.
+
+History finer than an hour is averaged to hours first: the daily shape is what the methods model,
+and hourly models stay small. Forecast series have ``issued_at`` set to the instant they were
+made for and all slots flagged estimated.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from flowcache.carbon.errors import ForecastNotSupported, NoIntensityData
+from flowcache.carbon.providers.base import IntensityProvider
+from flowcache.carbon.series import IntensitySeries
+from flowcache.carbon.timestamps import TimeLike, iso, to_epoch
+from flowcache.errors import ConfigError
+
+HOUR = 3600.0
+DAY = 86400.0
+
+
+@runtime_checkable
+class Forecaster(Protocol):
+    """Forecast ``horizon`` slots from each origin using only ``values[:origin]``."""
+
+    name: str
+    sees_future: bool
+
+    def predict_block(self, values: np.ndarray, origins: np.ndarray, horizon: int,
+                      period: int) -> np.ndarray: ...
+
+
+def ffill(values: np.ndarray) -> np.ndarray:
+    """Forward-fill gaps (the past only, so no forecast ever sees later data); leading gaps take
+    the first value."""
+    v = np.asarray(values, dtype=np.float64)
+    ok = ~np.isnan(v)
+    if ok.all() or not ok.any():
+        return v.copy()
+    idx = np.where(ok, np.arange(v.size), 0)
+    np.maximum.accumulate(idx, out=idx)
+    out = v[idx]
+    out[: np.argmax(ok)] = v[np.argmax(ok)]
+    return out
+
+
+def same_slot_lag(k: np.ndarray, period: int, days: int = 1) -> np.ndarray:
+    """For target offset ``k`` from the origin, the smallest multiple of ``days`` periods that
+    lands strictly before the origin (``k + 1`` slots back at least)."""
+    step = period * days
+    return step * ((k + step) // step)
+
+
+def seasonal_mean(values: np.ndarray, origins: np.ndarray, horizon: int, period: int, *,
+                  days: int, half_life: float | None = None) -> np.ndarray:
+    """Weighted mean of the same slot of the day over the last ``days`` days (past only)."""
+    k = np.arange(horizon)
+    targets = origins[:, None] + k[None, :] - same_slot_lag(k, period)[None, :]
+    total = np.zeros((origins.size, horizon))
+    weight = np.zeros((origins.size, horizon))
+    for d in range(days):
+        idx = targets - period * d
+        ok = idx >= 0
+        w = 1.0 if half_life is None else 0.5 ** (d / half_life)
+        vals = values[np.clip(idx, 0, None)]
+        good = ok & ~np.isnan(vals)
+        total += np.where(good, w * vals, 0.0)
+        weight += np.where(good, w, 0.0)
+    last = values[np.clip(origins - 1, 0, None)][:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(weight > 0, total / np.where(weight > 0, weight, 1), last)
+
+
+class HourOfDayMean:
+    """Caribou's baseline: each slot is the mean of the same slot on the previous ``days`` days."""
+
+    sees_future = False
+
+    def __init__(self, days: int = 7) -> None:
+        self.days = days
+        self.name = "mean7" if days == 7 else f"mean{days}"
+
+    def predict_block(self, values: np.ndarray, origins: np.ndarray, horizon: int,
+                      period: int) -> np.ndarray:
+        return seasonal_mean(ffill(values), np.asarray(origins), horizon, period, days=self.days)
+
+
+class PerfectForesight:
+    """EVALUATION ONLY: returns the true future values. It reads data after the origin."""
+
+    name = "oracle"
+    sees_future = True
+
+    def predict_block(self, values: np.ndarray, origins: np.ndarray, horizon: int,
+                      period: int) -> np.ndarray:
+        idx = np.asarray(origins)[:, None] + np.arange(horizon)[None, :]
+        out = np.full(idx.shape, np.nan)
+        ok = idx < values.size
+        out[ok] = values[idx[ok]]
+        return out
+
+
+def method(name: str | Forecaster) -> Forecaster:
+    """A forecasting method by name (``mean7``, ``holtwinters``, ``blend``) or as given."""
+    if not isinstance(name, str):
+        return name
+    key = name.lower().replace("-", "").replace("_", "")
+    if key in ("mean7", "hourofday", "caribou"):
+        return HourOfDayMean(7)
+    if key in ("holtwinters", "hw"):
+        from flowcache.carbon.holtwinters import HoltWinters
+        return HoltWinters()
+    if key in ("blend", "default"):
+        from flowcache.carbon.blend import Blend
+        return Blend()
+    if key == "oracle":
+        raise ConfigError("the oracle sees the future: it exists for evaluation only "
+                          "(flowcache.carbon.replay); choose mean7, holtwinters or blend")
+    raise ConfigError(f"unknown forecasting method {name!r}; use mean7, holtwinters or blend")
+
+
+def forecast_from_history(history: IntensitySeries, start: TimeLike, horizon: float,
+                          using: str | Forecaster = "blend") -> IntensitySeries:
+    """Forecast ``[start, start + horizon)`` from the part of ``history`` observable at start."""
+    t0 = to_epoch(start)
+    forecaster = method(using)
+    if forecaster.sees_future:
+        raise ConfigError("forecast_from_history never uses a method that sees the future")
+    past = history.until(t0)
+    if not len(past) or np.isnan(past.values).all():
+        raise NoIntensityData(f"no history of {history.region or 'the region'} before "
+                              f"{iso(t0)} to forecast from")
+    step = past.resolution
+    if step < HOUR and DAY % HOUR == 0:
+        past = past.resample(HOUR)
+        past = past.until(t0)
+        step = HOUR
+    if DAY % step:
+        raise ConfigError(f"cannot forecast a series with a {step:g}s step: it must divide a day")
+    period = int(DAY // step)
+    origin = len(past) + max(0, int(np.floor((t0 - past.end) / step)))  # provider lag
+    n_out = int(np.ceil((t0 + horizon - (past.start + origin * step)) / step))
+    lead = origin - len(past)
+    grid = np.r_[past.values, np.full(lead + n_out, np.nan)]
+    block = forecaster.predict_block(grid, np.array([origin]), lead + n_out, period)[0]
+    values = block[lead:] if lead else block
+    values = values[:n_out]
+    return IntensitySeries(past.start + origin * step, step, values, np.ones(values.size, bool),
+                           signal=history.signal, source=f"{history.source}+{forecaster.name}",
+                           region=history.region, kind="forecast", issued_at=t0,
+                           fallback=history.fallback, meta={"method": forecaster.name})
+
+
+def forecast_for(provider: IntensityProvider, region: str, start: TimeLike, horizon: float, *,
+                 using: str | Forecaster = "blend", history_days: float = 28.0
+                 ) -> IntensitySeries:
+    """The provider's forecast for ``[start, start + horizon)``, completed from history.
+
+    A provider without forecasts (files, the SDK JSON, Electricity Maps plans without forecast
+    access) raises :class:`ForecastNotSupported`; then the forecast is made from the last
+    ``history_days`` of history. A provider forecast shorter than the horizon is extended the
+    same way. Other provider errors propagate: wrap the provider in
+    :class:`~flowcache.carbon.fallback.FallbackProvider` to degrade instead.
+    """
+    t0 = to_epoch(start)
+    end = t0 + horizon
+    try:
+        native = provider.forecast(region, t0, end)
+    except ForecastNotSupported:
+        native = None
+    if native is not None and len(native) and native.covers(t0, end) \
+            and not np.isnan(native.mean(t0, end)):
+        return native
+    history = provider.history(region, t0 - history_days * DAY, t0)
+    made = forecast_from_history(history.with_(region=region), t0, horizon, using)
+    if native is not None and len(native):
+        return native.combine(made).with_(issued_at=t0)
+    return made
