@@ -2,14 +2,16 @@
 
 Layout (all integers little-endian)::
 
-    b"FLWC" | u8 format | u32 header length | header (JSON) | payload | 32-byte MAC
+    b"FLWC" | u8 format | u32 header length | header (JSON) | payload | 32-byte MAC | b"FLWC"
 
 The header names the key, owner, serializer, payload size, creation time, lifetime and free-form
 metadata (task, flow run, compute seconds). The MAC is blake3 keyed with the owner's signing key
 over everything before it, so a flipped bit anywhere, a truncated frame, a frame of another owner
 or one forged without the key is rejected with :class:`CorruptEntry` (or :class:`ForeignEntry`)
 and its payload is never handed to a deserializer. The header sits first so that listings and
-``exists`` can read a few hundred bytes instead of a whole object.
+``exists`` can read a few hundred bytes instead of a whole object. The closing magic makes a
+truncated frame obvious from its last bytes (and keeps a frame from ending in a carriage return,
+which the GCS emulator's multipart parser strips).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ MAGIC = b"FLWC"
 FORMAT = 1
 _PREFIX = struct.Struct("<4sBI")
 MAC_BYTES = 32
+TRAILER = MAGIC
+TAIL_BYTES = MAC_BYTES + len(TRAILER)
 _MAX_HEADER = 1 << 20
 HEADER_PROBE_BYTES = 4096  # enough to read the header of any frame whose metadata is small
 _THREADED_FROM = 1 << 20
@@ -145,10 +149,10 @@ class Entry:
         if type(self.payload) is bytes and len(self.frame.parts) == 3:
             return self
         payload = bytes(self.payload)
-        body = self.frame.nbytes - MAC_BYTES
+        body = self.frame.nbytes - TAIL_BYTES
         head = bytes(self.frame.read(0, body - len(payload)))
-        mac = bytes(self.frame.read(body, self.frame.nbytes))
-        return Entry(self.header, payload, Frame((head, payload, mac)))
+        tail = bytes(self.frame.read(body, self.frame.nbytes))
+        return Entry(self.header, payload, Frame((head, payload, tail)))
 
 
 def encode(value: Any, *, key: str, identity: Identity, lifetime: Lifetime = KEEP,
@@ -165,13 +169,13 @@ def encode(value: Any, *, key: str, identity: Identity, lifetime: Lifetime = KEE
 
 
 def encode_payload(header: Header, payload: bytes | memoryview, identity: Identity) -> Frame:
-    """Frame a payload without copying it: ``(prefix+header, payload, mac)``."""
+    """Frame a payload without copying it: ``(prefix+header, payload, mac+trailer)``."""
     header_bytes = header.to_json()
     head = _PREFIX.pack(MAGIC, FORMAT, len(header_bytes)) + header_bytes
     threads = blake3.blake3.AUTO if header.size >= _THREADED_FROM else 1
     mac = blake3.blake3(head, key=identity.key, max_threads=threads)
     mac.update(payload)
-    return Frame((head, payload, mac.digest()))
+    return Frame((head, payload, mac.digest() + TRAILER))
 
 
 def decode(frame: Frame | bytes | memoryview, *, identity: Identity, key: str | None = None,
@@ -192,9 +196,11 @@ def decode(frame: Frame | bytes | memoryview, *, identity: Identity, key: str | 
         head = frame.read(0, header_end)
     header, payload_start = _parse_header(memoryview(head), key, total)
     body_size = payload_start + header.size
-    if total != body_size + MAC_BYTES:
+    if total != body_size + TAIL_BYTES:
         raise CorruptEntry(key, f"frame is {total} bytes, header says "
-                                f"{body_size + MAC_BYTES} (truncated or padded)")
+                                f"{body_size + TAIL_BYTES} (truncated or padded)")
+    if bytes(frame.read(total - len(TRAILER), total)) != TRAILER:
+        raise CorruptEntry(key, "frame does not end with its closing magic (truncated)")
     if header.owner != identity.user:
         raise ForeignEntry(key or header.key, header.owner, identity.user)
     if key is not None and header.key != key:
@@ -204,7 +210,8 @@ def decode(frame: Frame | bytes | memoryview, *, identity: Identity, key: str | 
         hasher = blake3.blake3(key=identity.key, max_threads=threads)
         for view in frame.views(0, body_size):
             hasher.update(view)
-        if not hmac.compare_digest(hasher.digest(), bytes(frame.read(body_size, total))):
+        mac = bytes(frame.read(body_size, body_size + MAC_BYTES))
+        if not hmac.compare_digest(hasher.digest(), mac):
             raise CorruptEntry(key, "signature does not match its contents (changed bytes, "
                                     "or written without the owner's key)")
     payload = frame.read(payload_start, body_size) if header.size else b""
@@ -238,7 +245,7 @@ def _parse_header(view: memoryview, key: str | None, total: int | None) -> tuple
         end = header_length(view)
     except CorruptEntry as exc:
         raise CorruptEntry(key, exc.reason) from None
-    if end > len(view) or (total is not None and end + MAC_BYTES > total):
+    if end > len(view) or (total is not None and end + TAIL_BYTES > total):
         raise CorruptEntry(key, f"header of {end} bytes does not fit the frame")
     try:
         raw = json.loads(bytes(view[_PREFIX.size:end]))

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from flowcache.access import Identity, new_key
-from flowcache.entry import MAC_BYTES, Frame, decode, encode, peek_header
+from flowcache.entry import TAIL_BYTES, Frame, decode, encode, peek_header
 from flowcache.errors import CorruptEntry, ForeignEntry, UnserializableResult
 from flowcache.lifetimes import TTL, FlowScoped
 
@@ -58,13 +58,13 @@ def test_flow_lifetime_records_the_run(identity):
     assert decode(frame, identity=identity).header.lifetime["run"] == "run-1"
 
 
-@pytest.mark.parametrize("position", ["header", "payload", "mac", "magic"])
+@pytest.mark.parametrize("position", ["header", "payload", "mac", "magic", "trailer"])
 def test_a_flipped_byte_is_rejected_before_unpickling(identity, tmp_path, position):
     target = tmp_path / "planted"
     frame = bytearray(encode(PlantFile(str(target)), key=KEY, identity=identity).join())
     # the frame is a valid pickle of PlantFile: unpickling it would create the file
-    offsets = {"magic": 0, "header": 20, "payload": len(frame) - MAC_BYTES - 3,
-               "mac": len(frame) - 1}
+    offsets = {"magic": 0, "header": 20, "payload": len(frame) - TAIL_BYTES - 3,
+               "mac": len(frame) - 5, "trailer": len(frame) - 1}
     frame[offsets[position]] ^= 0x01
     with pytest.raises(CorruptEntry):
         decode(bytes(frame), identity=identity, key=KEY).load()
