@@ -230,10 +230,8 @@ class _Vectorised:
         keys = [flat(np.broadcast_to(self.rank[idx, :, None], carbon.shape)), flat(start)]
         metric_values = {"carbon": carbon, "delay": start - self.lo[idx, None, None],
                          "cost": values["cost"]}
-        for metric in reversed(self.p.ranking.priority):
-            tol = self.p.ranking.tolerance.get(metric, 0.0)
-            v = flat(metric_values[metric])
-            keys.append(np.round(v / tol) if tol else v)
+        for metric in reversed(self.p.ranking.priority):  # no tolerances on this path
+            keys.append(flat(metric_values[metric]))
         keys.append(np.where(flat(feasible), flat(violations), 10**9))
         best = np.lexsort(keys, axis=-1)[:, 0]
         rows = np.arange(idx.size)

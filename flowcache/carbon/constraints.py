@@ -11,9 +11,9 @@ home* value: ``Constraint("cost", 0.1, relative=True)`` allows 10 % more than ho
 ``Constraint("carbon", -0.2, relative=True)`` demands a 20 % saving. Running now at home has no
 delay, so a relative delay limit is a fraction of the job's duration (finish at most that much
 later than running now). Hard constraints remove candidates; candidates are then ranked by how
-many soft constraints they break, then by the metrics in ``priority`` order (each compared after
-rounding to its tolerance, so near-ties fall to the next priority), then by start, then by the
-order of the allowed regions.
+many soft constraints they break, then by the metrics in ``priority`` order (keeping all
+candidates within the metric's tolerance of the best, so near-ties fall to the next priority),
+then by start, then by the order of the allowed regions.
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ class Ranking:
 
     @property
     def carbon_first(self) -> bool:
-        """Whether the vectorised batch path applies (carbon first, no carbon tolerance)."""
-        return self.priority[0] == "carbon" and not self.tolerance.get("carbon")
+        """Whether the vectorised batch path applies (carbon first, exact comparisons)."""
+        return self.priority[0] == "carbon" and not any(self.tolerance.values())
 
     def evaluate(self, metrics: Mapping[str, np.ndarray], baseline: Mapping[str, float],
                  duration: float) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
@@ -104,16 +104,18 @@ class Ranking:
                     broken[i].append(c.describe())
         return feasible, violations, broken
 
-    def order(self, metrics: Mapping[str, np.ndarray], violations: np.ndarray,
-              starts: np.ndarray, region_rank: np.ndarray) -> np.ndarray:
-        """Candidate indices, best first."""
-        keys: list[np.ndarray] = [region_rank, starts]
-        for metric in reversed(self.priority):
-            values = np.asarray(metrics[metric], dtype=np.float64)
+    def best(self, metrics: Mapping[str, np.ndarray], violations: np.ndarray,
+             starts: np.ndarray, region_rank: np.ndarray) -> int:
+        """Index of the best candidate: fewest soft violations, then each priority metric in
+        turn (keeping every candidate within its tolerance of the best), then the earliest
+        start, then the region listed first."""
+        keep = np.flatnonzero(violations == violations.min())
+        for metric in self.priority:
+            values = np.asarray(metrics[metric], dtype=np.float64)[keep]
             tol = self.tolerance.get(metric, 0.0)
-            keys.append(np.round(values / tol) if tol else values)
-        keys.append(violations)
-        return np.lexsort(keys)
+            keep = keep[values <= values.min() + tol + 1e-9 * max(1.0, abs(values.min()))]
+        order = np.lexsort((region_rank[keep], starts[keep]))
+        return int(keep[order[0]])
 
 
 def ranking(constraints: Sequence[Constraint] = (), priority: Sequence[str] = DEFAULT_PRIORITY,

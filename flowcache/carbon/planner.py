@@ -164,9 +164,8 @@ class Planner:
             return run_now_at_home(job, why, home_series, planned_at=now)
         idx = np.flatnonzero(feasible)
         ranks = np.array([o.rank for o in options])[which]
-        order = self.ranking.order({k: v[idx] for k, v in metrics.items()}, violations[idx],
-                                   starts[idx], ranks[idx])
-        best = idx[order[0]]
+        best = idx[self.ranking.best({k: v[idx] for k, v in metrics.items()}, violations[idx],
+                                     starts[idx], ranks[idx])]
         option = options[which[best]]
         local = best - sum(o.starts.size for o in options[: which[best]])
         intervals = option.intervals[local] if option.intervals else \
@@ -184,7 +183,9 @@ class Planner:
                 return _Options(region, rank, np.empty(0), np.empty(0))
             return _Options(region, rank, np.array([pieces[0][0]]), np.array([mean]),
                             [tuple(pieces)])
-        starts = candidate_starts(series, job.duration, job.earliest, job.latest_start)
+        cuts = tuple(job.earliest + c.bound(0.0, job.duration)
+                     for c in self.ranking.constraints if c.metric == "delay")
+        starts = candidate_starts(series, job.duration, job.earliest, job.latest_start, cuts)
         means = series.mean(starts, starts + job.duration) if starts.size else np.empty(0)
         keep = np.isfinite(means)
         if load is not None and starts.size:

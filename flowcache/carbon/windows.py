@@ -19,16 +19,17 @@ from flowcache.carbon.series import IntensitySeries
 EPS = 1e-6
 
 
-def candidate_starts(series: IntensitySeries, duration: float, lo: float, hi: float
-                     ) -> np.ndarray:
+def candidate_starts(series: IntensitySeries, duration: float, lo: float, hi: float,
+                     extra: tuple[float, ...] = ()) -> np.ndarray:
     """Sorted starts in ``[lo, hi]`` whose window ``[s, s + duration)`` fits in the series and
-    that can be optimal: ``lo``, ``hi`` and every start or end on a slot boundary."""
+    that can be optimal: ``lo``, ``hi``, every start or end on a slot boundary, and ``extra``
+    points (where a constraint's limit cuts the interval)."""
     lo = max(lo, series.start)
     hi = min(hi, series.end - duration)
     if hi < lo - EPS:
         return np.empty(0)
     edges = series.start + np.arange(len(series) + 1) * series.resolution
-    points = np.concatenate([[lo, hi], edges, edges - duration])
+    points = np.concatenate([[lo, hi], edges, edges - duration, np.asarray(extra, float)])
     points = points[(points >= lo - EPS) & (points <= hi + EPS)]
     return np.unique(np.round(points, 6))
 
