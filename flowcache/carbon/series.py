@@ -92,7 +92,11 @@ class IntensitySeries:
         t, v, est = t[keep], v[keep], est[keep]
         if durations is None:
             gaps = np.diff(t)
-            usual = float(np.median(gaps)) if gaps.size else float(resolution or 3600.0)
+            if gaps.size:  # the most common spacing (ties: the smallest)
+                spacings, counts = np.unique(np.round(gaps, 3), return_counts=True)
+                usual = float(spacings[np.argmax(counts)])
+            else:
+                usual = float(resolution or 3600.0)
             dur = np.minimum(np.r_[gaps, usual], usual)
         else:
             dur = np.asarray(durations, dtype=np.float64).reshape(-1)[order][keep]

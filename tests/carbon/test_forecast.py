@@ -1,0 +1,116 @@
+"""Forecasting: no method ever sees data after its origin; provider forecasts come first."""
+
+import numpy as np
+import pytest
+
+from flowcache.carbon.blend import Blend
+from flowcache.carbon.errors import ForecastNotSupported, NoIntensityData
+from flowcache.carbon.forecast import (
+    HourOfDayMean,
+    PerfectForesight,
+    forecast_for,
+    forecast_from_history,
+    method,
+)
+from flowcache.carbon.holtwinters import HoltWinters
+from flowcache.carbon.providers.emcsv import ElectricityMapsCSV
+from flowcache.carbon.series import IntensitySeries
+from flowcache.errors import ConfigError
+from tests.carbon.fakes import hourly
+
+T0 = 1_654_041_600.0
+H = 3600.0
+
+
+@pytest.fixture(scope="module")
+def de():
+    return ElectricityMapsCSV().load("DE").values[: 24 * 60].copy()
+
+
+@pytest.mark.parametrize("forecaster", [HourOfDayMean(), HoltWinters(), Blend()],
+                         ids=lambda f: f.name)
+def test_forecasts_never_see_data_after_the_origin(de, forecaster):
+    origins = np.array([24 * 20 + 5, 24 * 35 + 13, 24 * 50])
+    full = forecaster.predict_block(de, origins, 25, 24)
+    for i, origin in enumerate(origins):
+        poisoned = de.copy()
+        poisoned[origin:] = 1e6  # anything after the origin must not matter
+        again = forecaster.predict_block(poisoned, origins[i:i + 1], 25, 24)[0]
+        np.testing.assert_allclose(again, full[i], rtol=1e-9)
+    assert not forecaster.sees_future
+
+
+def test_the_oracle_is_marked_and_refused_outside_evaluation(de):
+    oracle = PerfectForesight()
+    assert oracle.sees_future
+    np.testing.assert_array_equal(oracle.predict_block(de, np.array([10]), 3, 24)[0], de[10:13])
+    with pytest.raises(ConfigError, match="evaluation only"):
+        method("oracle")
+
+
+def test_hour_of_day_mean_is_the_mean_of_the_same_hour_over_seven_days():
+    values = np.tile(np.arange(24.0), 8)
+    values[24 * 7 + 3] = 99.0
+    got = HourOfDayMean().predict_block(values, np.array([24 * 8]), 24, 24)[0]
+    expected = np.arange(24.0)
+    expected[3] = (6 * 3 + 99) / 7
+    np.testing.assert_allclose(got, expected)
+
+
+def test_holt_winters_recovers_a_clean_daily_cycle():
+    t = np.arange(24 * 9)
+    values = 300 + 50 * np.sin(2 * np.pi * t / 24)
+    got = HoltWinters().predict_block(values, np.array([24 * 8]), 24, 24)[0]
+    np.testing.assert_allclose(got, values[24 * 8:24 * 9], atol=5.0)
+
+
+def test_forecast_from_history_handles_lag_and_sub_hourly_data():
+    values = np.tile(np.r_[np.full(12, 400.0), np.full(12, 100.0)], 10)
+    history = hourly(list(values), region="x")
+    start = history.end + 2.5 * H  # the provider's data lags 2.5 hours behind "now"
+    fc = forecast_from_history(history, start, 6 * H, "mean7")
+    assert fc.kind == "forecast"
+    assert fc.issued_at == start
+    assert fc.start <= start
+    assert fc.covers(start, start + 6 * H)
+    assert fc.estimated.all()
+    fine = IntensitySeries(history.start, 300.0, np.repeat(values, 12), region="x")
+    fc2 = forecast_from_history(fine, history.end, 3 * H, "mean7")
+    assert fc2.resolution == H
+    np.testing.assert_allclose(fc2.values, values[:3])
+    with pytest.raises(NoIntensityData):
+        forecast_from_history(history, history.start, H)
+
+
+class Forecasting:
+    name = "stub"
+    signal = "average"
+
+    def __init__(self, native):
+        self.native = native
+        self.history_calls = 0
+
+    def forecast(self, region, start, end):
+        if self.native is None:
+            raise ForecastNotSupported("stub", "none")
+        return self.native
+
+    def history(self, region, start, end):
+        self.history_calls += 1
+        return hourly([100.0, 200.0] * 12 * 14, start=T0 - 14 * 86400)
+
+
+def test_provider_forecast_is_used_when_it_covers_the_horizon():
+    native = hourly([1.0] * 6, kind="forecast")
+    stub = Forecasting(native)
+    assert forecast_for(stub, "x", T0, 6 * H) is native
+    assert stub.history_calls == 0
+
+
+def test_without_a_provider_forecast_history_is_used_and_short_ones_are_extended():
+    stub = Forecasting(None)
+    fc = forecast_for(stub, "x", T0, 4 * H, using="mean7")
+    assert fc.values.tolist() == [100.0, 200.0, 100.0, 200.0]
+    short = Forecasting(hourly([7.0, 7.0], kind="forecast"))
+    extended = forecast_for(short, "x", T0, 4 * H, using="mean7")
+    assert extended.values.tolist() == [7.0, 7.0, 100.0, 200.0]
