@@ -1,0 +1,239 @@
+"""Carbon-aware scheduling on real grid data: how much of the perfect-foresight saving each
+forecasting method captures when every decision is forecast from the past only.
+
+Data: the shipped Electricity Maps 2022 hourly files (8 zones, LCA intensity; ODbL, attribution
+"Electricity Maps"), or any CSV in that format with --csv; Let's Wait Awhile's 2020 data is read
+from ../shared/data/carbon/lets-wait-awhile/ when present (never shipped).
+
+Scenarios: a 1 h job every hour that may wait 4/8/12/24 h; a nightly 30-minute job (nominal
+01:00 UTC) that may move +-2 h or +-8 h, decided at the start of its window; a 1 h job every
+hour that may wait 8 h and run in any of the European zones. Methods: Caribou's 7-day
+hour-of-day mean and Holt-Winters, flowcache's blend, and the oracle (perfect foresight).
+Figures are reported for January-June (the tuning half), July-December, and the whole year.
+Also times the planner on 10,000 jobs over 5 regions x 48 h of 5-minute data.
+
+Prints a table, then as the last line one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from flowcache.carbon.blend import Blend
+from flowcache.carbon.decision import Job
+from flowcache.carbon.forecast import HourOfDayMean, PerfectForesight
+from flowcache.carbon.holtwinters import HoltWinters
+from flowcache.carbon.planner import Planner
+from flowcache.carbon.providers.emcsv import parse_csv, read_text, shipped_dir
+from flowcache.carbon.replay import defer_hourly, defer_multi_region, forecasts, nightly
+from flowcache.carbon.series import IntensitySeries
+from flowcache.carbon.timestamps import to_epoch
+
+LWA = Path(__file__).resolve().parents[2] / "shared" / "data" / "carbon" / "lets-wait-awhile"
+DELAYS = (4, 8, 12, 24)
+HORIZON = 25
+WARMUP = 8 * 24  # the first decision has a week of history for the 7-day baseline
+EUROPE = ("BE", "CH", "DE", "FI", "FR", "GB", "NL")
+
+
+def methods() -> dict:
+    return {"mean7": HourOfDayMean(7), "holtwinters": HoltWinters(), "blend": Blend(),
+            "oracle": PerfectForesight()}
+
+
+def load_zones(paths: list[str], column: str) -> dict[str, IntensitySeries]:
+    files = [Path(p) for p in paths] if paths else sorted(shipped_dir().glob("*.csv.gz"))
+    zones = {}
+    for path in files:
+        series = parse_csv(read_text(path), column=column, name=path.name)
+        zones[series.meta.get("zone") or path.name.split("_")[0]] = series
+    return zones
+
+
+def load_lwa() -> dict[str, IntensitySeries]:
+    if not LWA.is_dir():
+        return {}
+    out = {}
+    for name, zone in (("ger_ci.csv", "DE-2020"), ("gb_ci.csv", "GB-2020"),
+                       ("fr_ci.csv", "FR-2020")):
+        path = LWA / name
+        if not path.exists():
+            continue
+        rows = [line.split(",") for line in path.read_text(encoding="utf-8").splitlines()[1:]
+                if line.strip()]
+        series = IntensitySeries.from_points([to_epoch(r[0]) for r in rows],
+                                             [float(r[1]) for r in rows], source="lwa")
+        out[zone] = series.resample(3600.0).fill_gaps(max_gap=6 * 3600)
+    return out
+
+
+def halves(series: IntensitySeries, origins: np.ndarray) -> dict[str, np.ndarray]:
+    mid = series.start + (series.end - series.start) / 2
+    first = series.start + origins * series.resolution < mid
+    return {"h1": first, "h2": ~first, "year": np.ones(origins.size, bool)}
+
+
+def hourly_scenarios(zones: dict[str, IntensitySeries]) -> tuple[dict, dict]:
+    results: dict = {}
+    cache: dict = {}
+    for zone, series in zones.items():
+        v = series.values
+        origins = np.arange(WARMUP, v.size - HORIZON)
+        fc = forecasts(v, origins, HORIZON, methods())
+        cache[zone] = (origins, fc)
+        parts = halves(series, origins)
+        for name, f in fc.items():
+            for delay in DELAYS:
+                for part, mask in parts.items():
+                    out = defer_hourly(v, origins, f, delay, mask)
+                    results.setdefault(zone, {}).setdefault(name, {}).setdefault(part, {})[
+                        delay] = out.saving
+    return results, cache
+
+
+def nightly_scenarios(zones: dict[str, IntensitySeries]) -> dict:
+    out: dict = {}
+    for zone, series in zones.items():
+        v = series.values
+        first_day = int(np.ceil((series.start % 86400) / 3600))
+        for flex in (2, 8):
+            nominal = np.arange(24 + 1 + first_day, v.size - 12, 24)  # 01:00 UTC each day
+            decision = nominal - flex
+            decision = decision[decision >= WARMUP]
+            fc = forecasts(v, decision, 2 * flex + 2, methods())
+            for name, f in fc.items():
+                out.setdefault(zone, {}).setdefault(name, {})[flex] = nightly(
+                    v, f, decision, flex).saving
+    return out
+
+
+def multi_region(zones: dict[str, IntensitySeries], cache: dict, delay: int = 8) -> dict:
+    names = [z for z in EUROPE if z in zones]
+    if len(names) < 2:
+        return {}
+    n = min(zones[z].values.size for z in names)
+    out: dict = {}
+    for i, home in enumerate(names):
+        origins = cache[home][0]
+        origins = origins[origins < n - HORIZON]
+        for name in methods():
+            f = [cache[z][1][name][: origins.size] for z in names]
+            outcome = defer_multi_region([zones[z].values[:n] for z in names], i, origins, f,
+                                         delay)
+            out.setdefault(home, {})[name] = outcome.saving
+    return out
+
+
+def planner_timing(repeats: int = 3) -> float:
+    rng = np.random.default_rng(1)
+    t0 = 1_654_041_600.0
+    regions = [f"r{i}" for i in range(5)]
+    fc = {r: IntensitySeries(t0, 300.0, rng.uniform(100, 500, 576) + 80 * np.sin(
+        np.arange(576) / 40 + i), region=r) for i, r in enumerate(regions)}
+    jobs = [Job(duration=float(rng.choice([1800, 3600, 5400])), earliest=t0 + float(
+        rng.integers(0, 144)) * 300, home=regions[i % 5], power_w=200.0,
+        max_delay=float(rng.choice([4, 8, 12])) * 3600, regions=tuple(regions))
+        for i in range(10_000)]
+    planner = Planner(fc)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        planner.plan_many(jobs)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def capture(results: dict, zone: str, method: str, part: str, delay: int) -> float:
+    oracle = results[zone]["oracle"][part][delay]
+    return results[zone][method][part][delay] / oracle if oracle else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--csv", nargs="*", default=[], help="Electricity Maps format CSV files")
+    parser.add_argument("--column", choices=("lca", "direct"), default="lca")
+    parser.add_argument("--no-lwa", action="store_true", help="skip Let's Wait Awhile data")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    zones = load_zones(args.csv, args.column)
+    results, cache = hourly_scenarios(zones)
+    night = nightly_scenarios(zones)
+    multi = multi_region(zones, cache)
+    lwa = {} if args.no_lwa else load_lwa()
+    lwa_results = hourly_scenarios(lwa)[0] if lwa else {}
+    plan_s = planner_timing()
+    runtime = time.perf_counter() - started
+
+    names = ("mean7", "holtwinters", "blend")
+    print(f"1 h job every hour, max delay 8 h, {args.column.upper()} intensity: % saved vs run now"
+          " (share of the oracle's saving)")
+    print(f"{'zone':8} {'oracle':>7} " + " ".join(f"{n:>18}" for n in names))
+    summary: dict = {"w8": {}}
+    for part in ("h1", "h2", "year"):
+        caps = {n: [] for n in names}
+        print(f"-- {part}")
+        for zone in results:
+            row = f"{zone:8} {100 * results[zone]['oracle'][part][8]:6.1f}%"
+            for n in names:
+                c = capture(results, zone, n, part, 8)
+                caps[n].append(c)
+                row += f" {100 * results[zone][n][part][8]:7.1f}% ({100 * c:4.0f}%)  "
+            print(row)
+        means = {n: float(np.mean(caps[n])) for n in names}
+        print(f"{'mean':8} {'':7} " + " ".join(f"{'':9}({100 * means[n]:4.1f}%)  "
+                                                for n in names))
+        wins = sum(all(caps["blend"][i] > caps[b][i] for b in ("mean7", "holtwinters"))
+                   for i in range(len(caps["blend"])))
+        summary["w8"][part] = {"capture": means, "blend_beats_both_in": wins,
+                               "zones": len(caps["blend"])}
+    print("\nall delays, whole year: mean share of the oracle's saving")
+    by_delay = {}
+    for delay in DELAYS:
+        by_delay[delay] = {n: float(np.mean([capture(results, z, n, "year", delay)
+                                             for z in results])) for n in names}
+        oracle = np.mean([results[z]["oracle"]["year"][delay] for z in results])
+        print(f"  W={delay:2d} h  oracle saves {100 * oracle:5.1f}%  " + "  ".join(
+            f"{n} {100 * by_delay[delay][n]:4.1f}%" for n in names))
+    print("\nnightly 30-min job (01:00 UTC), whole year: % saved vs the nominal time")
+    for zone, r in night.items():
+        print(f"  {zone:8} " + "  ".join(f"+-{f}h: " + " ".join(
+            f"{n} {100 * r[n][f]:4.1f}%" for n in (*names, "oracle")) for f in (2, 8)))
+    if multi:
+        print("\nmulti-region (European zones), 1 h job, max delay 8 h: % saved vs run now at home")
+        for zone, r in multi.items():
+            print(f"  {zone:8} " + " ".join(f"{n} {100 * r[n]:5.1f}%" for n in (*names, "oracle")))
+    if lwa_results:
+        print("\nLet's Wait Awhile 2020 (hourly means), max delay 8 h: % saved (share of oracle)")
+        for zone in lwa_results:
+            print(f"  {zone:8} oracle {100 * lwa_results[zone]['oracle']['year'][8]:5.1f}%  "
+                  + "  ".join(f"{n} {100 * lwa_results[zone][n]['year'][8]:5.1f}% "
+                              f"({100 * capture(lwa_results, zone, n, 'year', 8):3.0f}%)"
+                              for n in names))
+    print(f"\nplanner: 10,000 jobs x 5 regions x 48 h of 5-minute data in {plan_s:.3f} s (median)")
+    print(f"runtime {runtime:.1f} s")
+    out = {
+        "benchmark": "carbon_eval", "column": args.column,
+        "w8_capture": summary["w8"],
+        "capture_by_delay_year": {str(k): v for k, v in by_delay.items()},
+        "saving_w8_year": {z: {n: results[z][n]["year"][8] for n in (*names, "oracle")}
+                           for z in results},
+        "nightly_saving": {z: {n: {str(f): r[n][f] for f in (2, 8)} for n in r}
+                           for z, r in night.items()},
+        "multi_region_saving_w8": multi,
+        "lwa_capture_w8": {z: {n: capture(lwa_results, z, n, "year", 8) for n in names}
+                           for z in lwa_results},
+        "planner_10k_jobs_s": plan_s, "runtime_s": runtime,
+    }
+    print(json.dumps(out, separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

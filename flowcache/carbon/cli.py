@@ -1,0 +1,160 @@
+"""The ``flowcache carbon`` commands: ``forecast REGION`` and ``plan``, as a Typer app.
+
+Mounted by ``flowcache/cli.py`` as ``app.add_typer(carbon_app, name="carbon")``; runnable alone as
+``python -m flowcache.carbon.cli``. Configuration is read here, at the edge: provider options
+from flags and, for API tokens, the environment (``ELECTRICITYMAPS_TOKEN``,
+``WATTTIME_USERNAME``/``WATTTIME_PASSWORD``). The default provider reads the shipped 2022
+Electricity Maps files, so ``--at 2022-06-01T12:00Z`` works offline.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flowcache.carbon.decision import Job
+from flowcache.carbon.errors import CarbonError
+from flowcache.carbon.forecast import forecast_for
+from flowcache.carbon.planner import Planner, run_now_at_home
+from flowcache.carbon.providers import get_provider
+from flowcache.carbon.timestamps import duration_seconds, iso, to_epoch
+from flowcache.errors import FlowcacheError
+
+carbon_app = typer.Typer(help="Grid carbon intensity: forecasts and carbon-aware plans.",
+                         no_args_is_help=True)
+console = Console()
+
+Provider = Annotated[str, typer.Option("--provider", help="files, electricitymaps, watttime, "
+                                       "ukgrid, carbonaware, sdkjson")]
+At = Annotated[str | None, typer.Option("--at", help="'now' for planning (ISO time); default: "
+                                        "the wall clock")]
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="directory of Electricity Maps "
+                                              "CSV files (files provider)")]
+Csv = Annotated[list[Path] | None, typer.Option("--csv", help="a CSV file for the files "
+                                                "provider, as REGION=PATH or PATH")]
+Method = Annotated[str, typer.Option("--method", help="blend, mean7 or holtwinters (when the "
+                                     "provider has no forecast)")]
+
+
+def make_provider(name: str, data_dir: Path | None, csv: list[Path] | None, column: str,
+                  base_url: str | None = None) -> Any:
+    if name in ("files", "emcsv"):
+        files = {}
+        for item in csv or []:
+            text = str(item)
+            region, sep, path = text.partition("=")
+            if sep:
+                files[region] = Path(path)
+            else:
+                files[Path(text).name.split("_")[0].split(".")[0]] = Path(text)
+        return get_provider("files", data_dir=data_dir, files=files, column=column)
+    options: dict[str, Any] = {"base_url": base_url} if base_url else {}
+    if name == "electricitymaps":
+        options["token"] = os.environ.get("ELECTRICITYMAPS_TOKEN")
+    elif name == "watttime":
+        options["username"] = os.environ.get("WATTTIME_USERNAME")
+        options["password"] = os.environ.get("WATTTIME_PASSWORD")
+    elif name == "sdkjson":
+        if not csv:
+            raise typer.BadParameter("sdkjson needs --csv PATH (the emissions JSON file)")
+        return get_provider("sdkjson", path=csv[0])
+    return get_provider(name, **options)
+
+
+def _now(at: str | None) -> float:
+    return to_epoch(at) if at else time.time()
+
+
+@carbon_app.command()
+def forecast(region: Annotated[str, typer.Argument(help="cloud region, alias or zone")],
+             provider: Provider = "files", at: At = None,
+             hours: Annotated[float, typer.Option(help="forecast horizon in hours")] = 24.0,
+             method: Method = "blend", data_dir: DataDir = None, csv: Csv = None,
+             column: Annotated[str, typer.Option(help="lca or direct (files)")] = "lca",
+             base_url: Annotated[str | None, typer.Option(help="API base URL")] = None) -> None:
+    """Print the intensity forecast for REGION."""
+    try:
+        source = make_provider(provider, data_dir, csv, column, base_url)
+        series = forecast_for(source, region, _now(at), hours * 3600.0, using=method)
+    except (FlowcacheError, CarbonError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    table = Table(title=f"{region}: {series.signal} gCO2eq/kWh from {series.source}"
+                  + (f" (fallback: {series.fallback})" if series.fallback else ""))
+    table.add_column("from (UTC)")
+    table.add_column("gCO2eq/kWh", justify="right")
+    for t, v in zip(series.times, series.values, strict=True):
+        table.add_row(iso(t), "-" if v != v else f"{v:.1f}")
+    console.print(table)
+
+
+@carbon_app.command()
+def plan(duration: Annotated[str, typer.Option(help="expected run time, e.g. 2h")],
+         regions: Annotated[str, typer.Option(help="allowed regions, comma-separated; the first "
+                                              "is home unless --home")],
+         max_delay: Annotated[str, typer.Option(help="how long it may wait, e.g. 8h")] = "0h",
+         home: Annotated[str | None, typer.Option(help="where it runs by default")] = None,
+         power: Annotated[float, typer.Option(help="average power draw in watts")] = 100.0,
+         data_gb: Annotated[float, typer.Option(help="GB to move to another region")] = 0.0,
+         interruptible: Annotated[bool, typer.Option(help="may run in pieces")] = False,
+         provider: Provider = "files", at: At = None, method: Method = "blend",
+         data_dir: DataDir = None, csv: Csv = None,
+         column: Annotated[str, typer.Option(help="lca or direct (files)")] = "lca",
+         plot: Annotated[Path | None, typer.Option(help="write a PNG of the forecasts and the "
+                                                   "chosen window (needs matplotlib)")] = None,
+         base_url: Annotated[str | None, typer.Option(help="API base URL")] = None) -> None:
+    """Choose when and where to run a job, and print why."""
+    names = [r.strip() for r in regions.split(",") if r.strip()]
+    if not names:
+        raise typer.BadParameter("give at least one region")
+    try:
+        now = _now(at)
+        delay = duration_seconds(max_delay)
+        job = Job(duration=duration_seconds(duration), earliest=now, home=home or names[0],
+                  power_w=power, max_delay=delay, regions=tuple(names), data_gb=data_gb,
+                  interruptible=interruptible, deadline=now + delay + duration_seconds(duration)
+                  if interruptible else None, name="cli")
+        source = make_provider(provider, data_dir, csv, column, base_url)
+        horizon = max(job.window_end - now, 3600.0)
+        forecasts, failed = {}, []
+        for region in job.allowed:
+            try:
+                forecasts[region] = forecast_for(source, region, now, horizon, using=method)
+            except CarbonError as exc:
+                failed.append(f"{region}: {exc}")
+        decision = Planner(forecasts).plan(job) if forecasts else run_now_at_home(
+            job, "no forecasts: " + "; ".join(failed), planned_at=now)
+    except (FlowcacheError, CarbonError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    table = Table(title=f"{duration} job, up to {max_delay} delay, at {iso(now)}")
+    for col in ("region", "run now g/kWh", "best window g/kWh", "best start (UTC)"):
+        table.add_column(col, justify="right" if "g/kWh" in col else "left")
+    for region, series in forecasts.items():
+        sub = Planner({region: series}).plan(Job(**{**job.__dict__, "home": region,
+                                                    "regions": ()}))
+        now_mean = series.mean(now, now + job.duration)
+        table.add_row(region, f"{float(now_mean):.1f}", f"{sub.expected_intensity:.1f}",
+                      iso(sub.start))
+    console.print(table)
+    console.print(f"[bold]decision:[/bold] {decision.reason}")
+    for line in failed:
+        console.print(f"[yellow]left out[/yellow] {line}")
+    if plot is not None:
+        from flowcache.carbon.plot import plot_plan
+        try:
+            plot_plan(forecasts, decision, plot)
+        except ImportError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from exc
+        console.print(f"wrote {plot}")
+
+
+if __name__ == "__main__":
+    carbon_app()

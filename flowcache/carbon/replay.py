@@ -1,0 +1,82 @@
+"""Backtests: replay jobs over a historical series, each decision forecast from the past only.
+
+Used by ``bench/carbon_eval.py`` and its tests. The forecasts come from a method's
+``predict_block`` at each decision's origin (the index of the decision hour: values before it
+are known, the value of that hour is not), so no decision sees its own outcome; only the
+:class:`~flowcache.carbon.forecast.PerfectForesight` oracle does, by design. Savings are measured
+on the true series, against running at once (or at the nominal time for scheduled jobs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from flowcache.carbon.forecast import Forecaster
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Emissions of a replay: with the method's choices and running at once."""
+
+    chosen: float
+    baseline: float
+
+    @property
+    def saving(self) -> float:
+        return 1.0 - self.chosen / self.baseline if self.baseline else 0.0
+
+
+def forecasts(values: np.ndarray, origins: np.ndarray, horizon: int,
+              methods: Mapping[str, Forecaster], period: int = 24) -> dict[str, np.ndarray]:
+    """Each method's (origins x horizon) forecast matrix."""
+    return {name: m.predict_block(values, origins, horizon, period)
+            for name, m in methods.items()}
+
+
+def defer_hourly(values: np.ndarray, origins: np.ndarray, forecast: np.ndarray,
+                 max_delay: int, mask: np.ndarray | None = None) -> Outcome:
+    """One-slot jobs arriving at each origin, allowed to start up to ``max_delay`` slots later:
+    each starts in the slot its forecast says is cheapest (ties: the earliest)."""
+    choice = np.argmin(forecast[:, : max_delay + 1], axis=1)
+    sel = np.ones(origins.size, bool) if mask is None else mask
+    return Outcome(float(values[origins[sel] + choice[sel]].sum()),
+                   float(values[origins[sel]].sum()))
+
+
+def defer_multi_region(values: Sequence[np.ndarray], home: int, origins: np.ndarray,
+                       forecast: Sequence[np.ndarray], max_delay: int,
+                       mask: np.ndarray | None = None) -> Outcome:
+    """Like :func:`defer_hourly`, but the job may also run in any of the given regions."""
+    stacked = np.stack([f[:, : max_delay + 1] for f in forecast], 1)  # (n, regions, delay)
+    flat = stacked.reshape(origins.size, -1)
+    best = np.argmin(flat, axis=1)
+    region, delay = np.divmod(best, max_delay + 1)
+    truth = np.stack(values)
+    sel = np.ones(origins.size, bool) if mask is None else mask
+    return Outcome(float(truth[region[sel], origins[sel] + delay[sel]].sum()),
+                   float(values[home][origins[sel]].sum()))
+
+
+def nightly(values: np.ndarray, forecast: np.ndarray, decision: np.ndarray,
+            flex_slots: int, job_slots: float = 0.5, step: float = 0.5) -> Outcome:
+    """A job of ``job_slots`` slots nominally at ``nominal`` may start anywhere within
+    ``flex_slots`` either side; decided at ``decision`` (= nominal - flex) from the forecast,
+    whose column 0 is the slot at ``decision``. Windows are time-weighted over slots."""
+    offsets = np.arange(0.0, 2 * flex_slots + step / 2, step)            # from the decision time
+    def window_means(rows: np.ndarray) -> np.ndarray:
+        cum = np.concatenate([np.zeros((rows.shape[0], 1)), np.cumsum(rows, 1)], 1)
+        grid = np.arange(cum.shape[1])
+        lo = np.array([np.interp(offsets, grid, c) for c in cum])
+        hi = np.array([np.interp(offsets + job_slots, grid, c) for c in cum])
+        return (hi - lo) / job_slots
+    width = int(np.ceil(2 * flex_slots + job_slots)) + 1
+    truth = values[decision[:, None] + np.arange(width)[None, :]]
+    predicted = window_means(forecast[:, :width])
+    actual = window_means(truth)
+    pick = np.argmin(predicted, axis=1)
+    chosen = actual[np.arange(decision.size), pick]
+    base_idx = round(flex_slots / step)
+    return Outcome(float(chosen.sum()), float(actual[:, base_idx].sum()))
