@@ -28,6 +28,7 @@ import getpass
 import json
 import os
 import re
+import threading
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -147,12 +148,7 @@ class StoreConfig:
         else:
             key_file = setting("signing_key_file") or default_config_dir() / "keys" / f"{user}.key"
             key = load_or_create_key(Path(key_file).expanduser())
-        options = setting("storage_options") or {}
-        if isinstance(options, str):
-            try:
-                options = json.loads(options)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"FLOWCACHE_STORAGE_OPTIONS is not JSON: {exc}") from None
+        options = _storage_options(setting("storage_options"))
         locks = str(setting("locks", "auto")).lower()
         if locks not in ("auto", "redis", "file", "thread"):
             raise ConfigError(f"FLOWCACHE_LOCKS must be auto, redis, file or thread: {locks!r}")
@@ -169,7 +165,9 @@ class StoreConfig:
 
     def build(self) -> TieredStore:
         tiers = [build_tier(TierSpec.parse(text), self.storage_options) for text in self.tiers]
-        return TieredStore(tiers, identity=self.identity, locks=self._locks(tiers))
+        store = TieredStore(tiers, identity=self.identity, locks=self._locks(tiers))
+        store.config = self
+        return store
 
     def _locks(self, tiers: list[Any]) -> Locks | None:
         if self.locks == "thread":
@@ -182,6 +180,20 @@ class StoreConfig:
             return RedisLocks(redis_tier.client, prefix=f"{redis_tier.prefix}lock:",
                               fallback=files)
         return files
+
+
+def _storage_options(value: Any) -> dict[str, dict[str, Any]]:
+    if not value:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"FLOWCACHE_STORAGE_OPTIONS is not JSON: {exc}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ConfigError("storage options map a protocol to its options: "
+                          '{"s3": {"endpoint_url": ...}}')
+    return value
 
 
 def build_tier(spec: TierSpec, storage_options: Mapping[str, Mapping[str, Any]]) -> Any:
@@ -232,17 +244,39 @@ def _read_config_file(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 _DEFAULT: TieredStore | None = None
+_DEFAULT_LOCK = threading.Lock()
 
 
 def default_store() -> TieredStore:
     """The process-wide store built from the environment (built once, on first use)."""
     global _DEFAULT
     if _DEFAULT is None:
-        _DEFAULT = StoreConfig.from_env().build()
+        with _DEFAULT_LOCK:
+            if _DEFAULT is None:
+                _DEFAULT = StoreConfig.from_env().build()
     return _DEFAULT
 
 
 def set_default_store(store: TieredStore | None) -> None:
     """Replace (or with None, forget) the process-wide store."""
-    global _DEFAULT
+    global _DEFAULT, _FINGERPRINTER
     _DEFAULT = store
+    _FINGERPRINTER = None
+
+
+_FINGERPRINTER: Fingerprinter | None = None
+
+
+def default_fingerprinter() -> Fingerprinter:
+    """File fingerprints with the storage options of the environment's configuration."""
+    global _FINGERPRINTER
+    if _FINGERPRINTER is None:
+        config = getattr(default_store(), "config", None)
+        if config is not None:
+            _FINGERPRINTER = config.fingerprinter()
+        else:
+            env = os.environ
+            options = env.get("FLOWCACHE_STORAGE_OPTIONS") or _read_config_file(env).get(
+                "storage_options")
+            _FINGERPRINTER = Fingerprinter(_storage_options(options))
+    return _FINGERPRINTER

@@ -19,6 +19,7 @@ class UnhashableInput(FlowcacheError, TypeError):
         self.param = param
         self.value_type = value_type
         self.task = task
+        self.reason = reason
         owner = f" of task {task!r}" if task else ""
         why = f" ({reason})" if reason else ""
         type_name = f"{value_type.__module__}.{value_type.__qualname__}"

@@ -92,6 +92,7 @@ class TieredStore:
         self.identity = identity
         self.locks = locks if isinstance(locks, LayeredLocks) else LayeredLocks(locks)
         self.counters = StoreCounters()
+        self.config: Any = None  # the StoreConfig this store was built from, if any
         self.listeners = Listeners()
         self._guards = {id(t): _Backoff(t, backoff_base, backoff_cap, clock) for t in self.hot}
         self._warned: set[tuple[str, type]] = set()
@@ -269,11 +270,13 @@ class TieredStore:
     def get_or_compute(self, key: str, compute: Callable[[], T], *,
                        lifetime: Lifetime = KEEP, meta: dict[str, Any] | None = None,
                        serializer: str | None = None, refresh: bool = False,
-                       lock_timeout: float | None = None) -> Outcome[T]:
+                       lock_timeout: float | None = None,
+                       before_write: Callable[[], None] | None = None) -> Outcome[T]:
         """Return the cached value of ``key`` or compute, store (confirmed) and return it.
 
         Concurrent callers with the same key, in any thread or process sharing the lock
         backend, run ``compute`` once; the others wait and read its result.
+        ``before_write`` runs after computing and before storing (lifecycle markers).
         """
         if not refresh:
             hit = self._read_for_compute(key)
@@ -289,6 +292,8 @@ class TieredStore:
             value = compute()
             elapsed = time.perf_counter() - started
             full_meta = {"compute_seconds": round(elapsed, 6), **(meta or {})}
+            if before_write is not None:
+                before_write()
             entry = self.put(key, value, lifetime=lifetime, meta=full_meta,
                              serializer=serializer, overwrite=refresh)
             self.counters.bump("computed")
@@ -347,8 +352,11 @@ class TieredStore:
             self.listeners.emit("on_remove", name, tier.name, nbytes, reason)
 
     def scan(self, prefix: str = "") -> Iterator[str]:
-        """Names of this user's entries in the durable tier."""
-        yield from self.durable.scan(f"{self.namespace}/{prefix}")
+        """Names of this user's entries in the durable tier (not the lifecycle records)."""
+        for name in self.durable.scan(f"{self.namespace}/{prefix}"):
+            parts = name.split("/")
+            if len(parts) == 3 and parts[2][:2] == parts[1]:
+                yield name
 
     def headers(self, prefix: str = "") -> Iterator[tuple[str, Header | None]]:
         """(name, unverified header) of each durable entry; None for unreadable ones.
@@ -381,6 +389,14 @@ class TieredStore:
 
     def __repr__(self) -> str:
         return f"<TieredStore user={self.identity.user!r} {self.describe()}>"
+
+    def __reduce__(self) -> tuple:
+        """Stores built from a config travel (to Dask workers) as that config."""
+        config = getattr(self, "config", None)
+        if config is None:
+            raise TypeError("only a store built with StoreConfig.build() can be sent to another "
+                            "process; build it from a StoreConfig")
+        return (type(config).build, (config,))
 
 
 def _remaining(header: Header) -> float | None:

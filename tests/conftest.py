@@ -148,3 +148,26 @@ def make_store(identity, tmp_path):
     yield build
     for store in stores:
         store.close()
+
+
+# -- Prefect ------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def prefect_api():
+    """One ephemeral Prefect API for the whole session (it takes ~20 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture
+def default_store_of():
+    """Make a store the process default for the test (what cache() uses), then forget it."""
+    from flowcache.config import set_default_store
+
+    def install(store: TieredStore) -> TieredStore:
+        set_default_store(store)
+        return store
+
+    yield install
+    set_default_store(None)

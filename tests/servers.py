@@ -157,6 +157,7 @@ class FaultProxy:
         self.upstream_port = upstream_port
         self.port = free_port()
         self.reject_writes = False
+        self.reject_next = 0  # refuse this many more writes, then accept
         self.counts: Counter[str] = Counter()
         self.paths: list[tuple[str, str]] = []
         self._lock = threading.Lock()
@@ -173,7 +174,12 @@ class FaultProxy:
                 with proxy._lock:
                     proxy.counts[self.command] += 1
                     proxy.paths.append((self.command, self.path))
-                if proxy.reject_writes and self.command in ("PUT", "POST"):
+                refuse = False
+                if self.command in ("PUT", "POST"):
+                    with proxy._lock:
+                        refuse = proxy.reject_writes or proxy.reject_next > 0
+                        proxy.reject_next = max(0, proxy.reject_next - 1)
+                if refuse:
                     payload = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied"
                                b"</Code><Message>writes refused by the test</Message></Error>")
                     self.send_response(403)
@@ -244,3 +250,4 @@ class FaultProxy:
             self.counts.clear()
             self.paths.clear()
             self.reject_writes = False
+            self.reject_next = 0

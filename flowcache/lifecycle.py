@@ -1,0 +1,258 @@
+"""Lifetimes in practice: tracking a flow run's intermediates, purging them, sweeping leftovers.
+
+Entries with lifetime ``flow`` must disappear when the run that wrote them ends, whichever
+process wrote them (a Dask worker, a relocated task) and however the run ends. So each such
+entry gets a small marker object in the durable tier, ``<ns>/_runs/<run>/<key>``, written
+before the entry itself is (so no entry ever exists without its marker); ending the run lists
+that prefix and deletes every entry and marker in every tier.
+
+Hooks are best effort: a killed process runs none. Each process taking part in a run therefore
+keeps a heartbeat record, ``<ns>/_runs/<run>/_proc-<host>-<pid>``, and :func:`sweep` (the
+``flowcache gc`` command) purges runs whose every process is gone (dead pid on this host, or no
+heartbeat for ``stale_after``), deletes entries past their expiry, and removes hot copies whose
+durable object no longer exists.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from flowcache.entry import Frame, Header, peek_header
+from flowcache.errors import CorruptEntry
+from flowcache.store import TieredStore
+
+log = logging.getLogger("flowcache.lifecycle")
+
+RUNS = "_runs"
+_PROC = "_proc-"
+
+
+@dataclass
+class PurgeReport:
+    runs: int = 0
+    entries: int = 0
+    bytes: int = 0
+    hot_copies: int = 0
+    names: list[str] = field(default_factory=list)
+
+    def add(self, other: PurgeReport) -> None:
+        self.runs += other.runs
+        self.entries += other.entries
+        self.bytes += other.bytes
+        self.hot_copies += other.hot_copies
+        self.names.extend(other.names)
+
+
+class RunTracker:
+    """Marks flow-scoped entries durably and purges a run's entries from every tier."""
+
+    def __init__(self, store: TieredStore, *, heartbeat_every: float = 60.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.heartbeat_every = heartbeat_every
+        self.clock = clock
+        self._host = socket.gethostname()
+        self._active: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    # -- naming -------------------------------------------------------------------------------
+    def _run_prefix(self, run_id: str) -> str:
+        return f"{self.store.namespace}/{RUNS}/{run_id}/"
+
+    def _proc_name(self, run_id: str) -> str:
+        return f"{self._run_prefix(run_id)}{_PROC}{self._host}-{os.getpid()}"
+
+    # -- recording ----------------------------------------------------------------------------
+    def record(self, run_id: str, key: str) -> None:
+        """Mark ``key`` as an intermediate of ``run_id`` (before the entry is written)."""
+        self.join(run_id)
+        self.store.durable.put(f"{self._run_prefix(run_id)}{key}", Frame((b"",)))
+
+    def join(self, run_id: str) -> None:
+        """Register this process in the run (once) and keep its heartbeat fresh."""
+        with self._lock:
+            if run_id in self._active:
+                return
+            stop = threading.Event()
+            self._active[run_id] = stop
+        self._beat(run_id)
+        thread = threading.Thread(target=self._heartbeat, args=(run_id, stop), daemon=True,
+                                  name=f"flowcache-heartbeat-{run_id[:8]}")
+        thread.start()
+
+    def _beat(self, run_id: str) -> None:
+        record = {"host": self._host, "pid": os.getpid(), "heartbeat": self.clock()}
+        self.store.durable.put(self._proc_name(run_id), Frame((json.dumps(record).encode(),)))
+
+    def _heartbeat(self, run_id: str, stop: threading.Event) -> None:
+        while not stop.wait(self.heartbeat_every):
+            try:
+                self._beat(run_id)
+            except Exception as exc:  # a missed beat only makes gc more eager later
+                log.warning("heartbeat for run %s failed: %s", run_id, exc)
+
+    def leave(self, run_id: str) -> None:
+        with self._lock:
+            stop = self._active.pop(run_id, None)
+        if stop is not None:
+            stop.set()
+
+    # -- purging ------------------------------------------------------------------------------
+    def purge(self, run_id: str, *, reason: str = "purged") -> PurgeReport:
+        """Delete every entry of ``run_id`` from every tier, then its markers and records."""
+        self.leave(run_id)
+        report = PurgeReport(runs=1)
+        prefix = self._run_prefix(run_id)
+        for name in list(self.store.durable.scan(prefix)):
+            leaf = name[len(prefix):]
+            if not leaf.startswith(_PROC):
+                size = self._size(leaf)
+                if self.store.delete(leaf, reason=reason):
+                    report.entries += 1
+                    report.bytes += size
+                    report.names.append(leaf)
+            self.store.durable.delete(name)
+        return report
+
+    def _size(self, key: str) -> int:
+        head = self.store.durable.head(self.store.name_for(key), 4096)
+        if not head:
+            return 0
+        try:
+            return peek_header(head).size
+        except CorruptEntry:
+            return 0
+
+    def runs(self) -> dict[str, list[dict]]:
+        """Every run with markers in the durable tier, and its processes' records."""
+        prefix = f"{self.store.namespace}/{RUNS}/"
+        found: dict[str, list[dict]] = defaultdict(list)
+        for name in self.store.durable.scan(prefix):
+            run_id, _, leaf = name[len(prefix):].partition("/")
+            if leaf.startswith(_PROC):
+                frame = self.store.durable.get(name)
+                try:
+                    found[run_id].append(json.loads(frame.join()) if frame else {})
+                except ValueError:
+                    found[run_id].append({})
+            else:
+                found.setdefault(run_id, [])
+        return dict(found)
+
+    def is_abandoned(self, processes: list[dict], *, stale_after: float) -> bool:
+        """True when no process of the run is alive: none on this host runs, none beats."""
+        if not processes:
+            return True
+        now = self.clock()
+        for record in processes:
+            if not record:
+                continue
+            if record.get("host") == self._host and not _pid_alive(int(record.get("pid", 0))):
+                continue
+            if now - float(record.get("heartbeat", 0)) < stale_after:
+                return False
+        return True
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep(store: TieredStore, *, stale_after: float = 900.0, now: float | None = None,
+          tracker: RunTracker | None = None) -> PurgeReport:
+    """Remove what outlived its lifetime (the ``flowcache gc`` command).
+
+    * runs whose every process is gone: all their flow-scoped entries;
+    * entries past their expiry (TTL, or a flow entry's ``max_age``), and unreadable frames;
+    * hot copies whose durable object is gone.
+    """
+    tracker = tracker or RunTracker(store)
+    now = time.time() if now is None else now
+    report = PurgeReport()
+    active_runs = set()
+    for run_id, processes in tracker.runs().items():
+        if tracker.is_abandoned(processes, stale_after=stale_after):
+            log.info("purging abandoned run %s", run_id)
+            report.add(tracker.purge(run_id, reason="abandoned"))
+        else:
+            active_runs.add(run_id)
+    durable_names = set()
+    for name, header in list(store.headers()):
+        if _expired_or_unreadable(header, now):
+            size = header.size if header else 0
+            if store.delete_name(name, reason="expired" if header else "unreadable"):
+                report.entries += 1
+                report.bytes += size
+                report.names.append(store.key_of(name))
+            continue
+        durable_names.add(name)
+    for tier in store.hot:
+        for name in _hot_names(store, tier):
+            if name not in durable_names:
+                try:
+                    if tier.delete(name):
+                        report.hot_copies += 1
+                except Exception as exc:
+                    log.warning("could not remove %s from %s: %s", name, tier.describe(), exc)
+    return report
+
+
+def _expired_or_unreadable(header: Header | None, now: float) -> bool:
+    return header is None or header.expired(now)
+
+
+def _hot_names(store: TieredStore, tier: object) -> Iterator[str]:
+    try:
+        for name in tier.scan(f"{store.namespace}/"):  # type: ignore[attr-defined]
+            if f"/{RUNS}/" not in name:
+                yield name
+    except Exception as exc:
+        log.warning("cannot list %s: %s", tier.describe(), exc)  # type: ignore[attr-defined]
+
+
+def clear(store: TieredStore, *, flow: str | None = None, older_than: float | None = None,
+          now: float | None = None) -> PurgeReport:
+    """Remove entries (all, or those of one flow, or older than ``older_than`` seconds)."""
+    now = time.time() if now is None else now
+    report = PurgeReport()
+    everything = flow is None and older_than is None
+    kept = set()
+    for name, header in list(store.headers()):
+        if header is not None and not everything:
+            if flow is not None and header.meta.get("flow") != flow:
+                kept.add(name)
+                continue
+            if older_than is not None and header.created > now - older_than:
+                kept.add(name)
+                continue
+        if store.delete_name(name, reason="cleared"):
+            report.entries += 1
+            report.bytes += header.size if header else 0
+            report.names.append(store.key_of(name))
+    if everything:
+        for name in list(store.durable.scan(f"{store.namespace}/{RUNS}/")):
+            store.durable.delete(name)
+        for tier in store.hot:
+            for name in _hot_names(store, tier):
+                if name not in kept:
+                    try:
+                        report.hot_copies += int(bool(tier.delete(name)))
+                    except Exception as exc:
+                        log.warning("could not clear %s: %s", tier.describe(), exc)
+    return report

@@ -1,0 +1,106 @@
+"""Flow hooks: purge a run's intermediates when it ends, and report what the cache did.
+
+::
+
+    @flow(**cache_hooks())            # completion, failure, cancellation and crash
+    def pipeline(...): ...
+
+``purge_intermediates`` deletes every entry written with ``lifetime="flow"`` during the run,
+from every tier and whichever process wrote it, then logs one line of statistics and publishes
+them as a table artifact on the flow run. Hooks are best effort (a killed process runs none):
+``flowcache gc`` purges what such runs left.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flowcache.config import default_store
+from flowcache.lifecycle import PurgeReport
+from flowcache.memoize import stores_with_runs, tracker_for
+from flowcache.runstats import RUN_STATS, RunStats
+
+log = logging.getLogger("prefect_cache")
+
+
+def purge_intermediates(flow: Any, flow_run: Any, state: Any) -> None:
+    """Flow hook: purge the run's flow-scoped entries and report the run's cache statistics."""
+    run_id = str(flow_run.id)
+    report = PurgeReport()
+    for store in _stores():
+        try:
+            report.add(tracker_for(store).purge(run_id))
+        except Exception as exc:  # the durable tier is down: gc will finish the job
+            log.error("could not purge the intermediates of run %s from %s: %s", run_id,
+                      store.describe(), exc)
+    stats = RUN_STATS.pop(run_id)
+    _report(flow_run, state, stats, report)
+
+
+def report_cache_stats(flow: Any, flow_run: Any, state: Any) -> None:
+    """Flow hook: only report the run's statistics (for flows without flow-scoped entries)."""
+    _report(flow_run, state, RUN_STATS.pop(str(flow_run.id)), None)
+
+
+def cache_hooks() -> dict[str, list[Any]]:
+    """``@flow(**cache_hooks())``: purge and report on every way a run can end."""
+    hooks = [purge_intermediates]
+    return {"on_completion": list(hooks), "on_failure": list(hooks),
+            "on_cancellation": list(hooks), "on_crashed": list(hooks)}
+
+
+def _stores() -> list[Any]:
+    stores = stores_with_runs()
+    try:
+        default = default_store()
+    except Exception as exc:
+        log.warning("no default flowcache store (%s); purging the stores used in this process",
+                    exc)
+        return stores
+    return stores if any(s is default for s in stores) else [*stores, default]
+
+
+def _report(flow_run: Any, state: Any, stats: RunStats, purged: PurgeReport | None) -> None:
+    from prefect.logging import get_run_logger
+
+    try:
+        logger = get_run_logger()
+    except Exception:
+        logger = log
+    line = stats.summary()
+    if purged is not None:
+        line += f"; purged {purged.entries} intermediates ({purged.bytes:,} bytes)"
+    logger.info(line)
+    rows = [{"task": task, "hits": int(row["hits"]), "misses": int(row["misses"]),
+             "bytes written": int(row["bytes_written"]),
+             "seconds saved": round(row["seconds_saved"], 3)}
+            for task, row in sorted(stats.by_task.items())]
+    rows.append({"task": "TOTAL", "hits": stats.hits, "misses": stats.misses,
+                 "bytes written": stats.bytes_written,
+                 "seconds saved": round(stats.seconds_saved, 3)})
+    description = (f"flowcache statistics for run {flow_run.name or flow_run.id} "
+                   f"({getattr(state, 'name', '')}): {stats.entries_written} entries written")
+    if purged is not None:
+        description += f"; {purged.entries} intermediates purged ({purged.bytes:,} bytes)"
+    try:
+        _create_table_artifact(flow_run.id, rows, description)
+    except Exception as exc:
+        logger.warning("could not publish the flowcache statistics artifact: %s", exc)
+
+
+def _create_table_artifact(flow_run_id: Any, rows: list[dict], description: str) -> None:
+    from prefect.artifacts import create_table_artifact
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is not None and context.flow_run is not None and context.flow_run.id == flow_run_id:
+        create_table_artifact(rows, key="flowcache-stats", description=description, _sync=True)
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import ArtifactCreate
+
+    with get_client(sync_client=True) as client:
+        client.create_artifact(ArtifactCreate(key="flowcache-stats", type="table", data=rows,
+                                              description=description,
+                                              flow_run_id=flow_run_id))
