@@ -16,8 +16,11 @@ than refining any one. The parts:
    from the last value from seasonal lags (1, 2 and 7 days), both profiles, the anomaly and the
    last step; refitted once per day of origins, on samples whose targets precede that day.
 
-All parts use only ``values[:origin]`` (tested). Hyperparameters were tuned on January-June 2022
-only (``bench/carbon_eval.py --tune``).
+All parts use only ``values[:origin]`` (tested). The blend was the default method until the
+ensemble (:mod:`flowcache.carbon.ensemble`), which reuses these parts, replaced it; its own
+hyperparameters were set by hand on January-June 2022 (``bench/carbon_eval.py --tune`` searches
+the ensemble's). This module also holds the ensemble's extra parts: a day-type profile
+(weekdays and weekends kept apart) and the ridge's optional lagged-change features.
 """
 
 from __future__ import annotations
@@ -67,7 +70,8 @@ def analog_forecast(v: np.ndarray, origins: np.ndarray, horizon: int, period: in
     return out
 
 
-def _features(v: np.ndarray, origins: np.ndarray, horizon: int, period: int) -> np.ndarray:
+def _features(v: np.ndarray, origins: np.ndarray, horizon: int, period: int,
+              lags: int = 0) -> np.ndarray:
     k = np.arange(horizon)
     last = v[np.clip(origins - 1, 0, None)][:, None]
     cols = [seasonal_mean(v, origins, horizon, period, days=7) - last,
@@ -79,13 +83,17 @@ def _features(v: np.ndarray, origins: np.ndarray, horizon: int, period: int) -> 
     shape = (origins.size, horizon)
     cols.append(np.broadcast_to((last[:, 0] - prev)[:, None], shape))
     cols.append(np.broadcast_to((last[:, 0] - v[np.clip(origins - 2, 0, None)])[:, None], shape))
+    for j in range(2, lags + 1):  # older one-step changes: momentum that has not died out yet
+        step = v[np.clip(origins - j, 0, None)] - v[np.clip(origins - j - 1, 0, None)]
+        cols.append(np.broadcast_to(step[:, None], shape))
     cols.append(np.ones(shape))
     return np.stack(cols, -1)
 
 
 def ridge_forecast(v: np.ndarray, origins: np.ndarray, horizon: int, period: int, *,
-                   days: int = 112, lam: float = 1e-2, min_days: int = 8) -> np.ndarray:
-    first = 7 * period + 2  # the earliest origin with complete features
+                   days: int = 112, lam: float = 1e-2, min_days: int = 8, lags: int = 0
+                   ) -> np.ndarray:
+    first = 7 * period + 2 + lags  # the earliest origin with complete features
     out = profile_forecast(v, origins, horizon, period)  # used until there is enough to fit
     day = origins // period
     fit_days = np.unique(day)
@@ -95,10 +103,10 @@ def ridge_forecast(v: np.ndarray, origins: np.ndarray, horizon: int, period: int
     if hi_all - lo_all < min_days * period:
         return out
     train = np.arange(lo_all, hi_all)
-    x_train = _features(v, train, horizon, period)
+    x_train = _features(v, train, horizon, period, lags)
     y_train = v[np.clip(train[:, None] + np.arange(horizon)[None, :], 0, v.size - 1)] - \
         v[train - 1][:, None]
-    x_now = _features(v, origins, horizon, period)
+    x_now = _features(v, origins, horizon, period, lags)
     last = v[np.clip(origins - 1, 0, None)]
     nf = x_train.shape[2]
     where = np.searchsorted(fit_days, day)
@@ -120,6 +128,44 @@ def ridge_forecast(v: np.ndarray, origins: np.ndarray, horizon: int, period: int
         pred = last + np.einsum("nf,nf->n", x_now[:, k, :], coef[where])
         out[:, k] = np.where(fitted, pred, out[:, k])
     return out
+
+
+def weekend(start: float, step: float, index: np.ndarray) -> np.ndarray:
+    """Whether slot ``index`` of a series starting at epoch ``start`` falls on a Saturday or
+    Sunday (UTC; 1970-01-01 was a Thursday)."""
+    day = np.floor((start + np.asarray(index) * step) / 86400.0).astype(np.int64)
+    return (day + 3) % 7 >= 5
+
+
+def daytype_profile(v: np.ndarray, origins: np.ndarray, horizon: int, period: int, *,
+                    start: float, days: int = 42, half_life: float = 4.0, decay: float = 0.95
+                    ) -> np.ndarray:
+    """Like :func:`profile_forecast`, but each slot averages only past days of its own type
+    (weekday or weekend): demand, and so the mix, differs at weekends, and a 14-day profile
+    blurs the two around Friday night and Monday morning. Needs the calendar (``start``)."""
+    step = 86400.0 / period
+
+    def profile(at: np.ndarray, n: int) -> np.ndarray:
+        k = np.arange(n)
+        target = at[:, None] + k[None, :]
+        base = target - same_slot_lag(k, period)[None, :]
+        kind = weekend(start, step, target)
+        total = np.zeros(target.shape)
+        weight = np.zeros(target.shape)
+        for d in range(days):
+            idx = base - period * d
+            ok = (idx >= 0) & (weekend(start, step, idx) == kind)
+            w = 0.5 ** (d / half_life)
+            total += np.where(ok, w * v[np.clip(idx, 0, None)], 0.0)
+            weight += np.where(ok, w, 0.0)
+        plain = seasonal_mean(v, at, n, period, days=14, half_life=half_life)
+        return np.where(weight > 0, total / np.where(weight > 0, weight, 1.0), plain)
+
+    base = profile(origins, horizon)
+    last = v[np.clip(origins - 1, 0, None)]
+    anomaly = np.where(origins >= 2, last - profile(origins - 1, 1)[:, 0], 0.0)
+    per_slot = decay ** (24.0 / period)
+    return base + anomaly[:, None] * per_slot ** (np.arange(horizon) + 1)[None, :]
 
 
 class Blend:

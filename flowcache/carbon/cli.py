@@ -38,8 +38,8 @@ DataDir = Annotated[Path | None, typer.Option("--data-dir", help="directory of E
                                               "CSV files (files provider)")]
 Csv = Annotated[list[Path] | None, typer.Option("--csv", help="a CSV file for the files "
                                                 "provider, as REGION=PATH or PATH")]
-Method = Annotated[str, typer.Option("--method", help="blend, mean7 or holtwinters (when the "
-                                     "provider has no forecast)")]
+Method = Annotated[str, typer.Option("--method", help="ensemble (default), blend, mean7 or "
+                                     "holtwinters (when the provider has no forecast)")]
 
 
 def make_provider(name: str, data_dir: Path | None, csv: list[Path] | None, column: str,
@@ -75,7 +75,7 @@ def _now(at: str | None) -> float:
 def forecast(region: Annotated[str, typer.Argument(help="cloud region, alias or zone")],
              provider: Provider = "files", at: At = None,
              hours: Annotated[float, typer.Option(help="forecast horizon in hours")] = 24.0,
-             method: Method = "blend", data_dir: DataDir = None, csv: Csv = None,
+             method: Method = "ensemble", data_dir: DataDir = None, csv: Csv = None,
              column: Annotated[str, typer.Option(help="lca or direct (files)")] = "lca",
              base_url: Annotated[str | None, typer.Option(help="API base URL")] = None) -> None:
     """Print the intensity forecast for REGION."""
@@ -103,7 +103,7 @@ def plan(duration: Annotated[str, typer.Option(help="expected run time, e.g. 2h"
          power: Annotated[float, typer.Option(help="average power draw in watts")] = 100.0,
          data_gb: Annotated[float, typer.Option(help="GB to move to another region")] = 0.0,
          interruptible: Annotated[bool, typer.Option(help="may run in pieces")] = False,
-         provider: Provider = "files", at: At = None, method: Method = "blend",
+         provider: Provider = "files", at: At = None, method: Method = "ensemble",
          data_dir: DataDir = None, csv: Csv = None,
          column: Annotated[str, typer.Option(help="lca or direct (files)")] = "lca",
          plot: Annotated[Path | None, typer.Option(help="write a PNG of the forecasts and the "

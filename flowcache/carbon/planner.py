@@ -227,8 +227,8 @@ class Planner:
 
 
 def plan_with_provider(job: Job, provider: IntensityProvider, *,
-                       using: str | Forecaster = "blend", now: TimeLike | None = None,
-                       history_days: float = 28.0, **planner_options: Any) -> Decision:
+                       using: str | Forecaster = "default", now: TimeLike | None = None,
+                       history_days: float | None = None, **planner_options: Any) -> Decision:
     """Fetch forecasts for the job's regions and plan; on provider failure, run now at home.
 
     Regions whose forecast fails are left out (and named in the reason); if none is left, the

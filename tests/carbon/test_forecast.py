@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from flowcache.carbon.blend import Blend
+from flowcache.carbon.blend import Blend, daytype_profile, weekend
+from flowcache.carbon.ensemble import ALL_MEMBERS, Ensemble, decision_scores
 from flowcache.carbon.errors import ForecastNotSupported, NoIntensityData
 from flowcache.carbon.forecast import (
     HourOfDayMean,
@@ -11,6 +12,7 @@ from flowcache.carbon.forecast import (
     forecast_for,
     forecast_from_history,
     method,
+    predict,
 )
 from flowcache.carbon.holtwinters import HoltWinters
 from flowcache.carbon.providers.emcsv import ElectricityMapsCSV
@@ -22,22 +24,71 @@ T0 = 1_654_041_600.0
 H = 3600.0
 
 
+START = 1_640_995_200.0  # 2022-01-01T00:00Z, a Saturday: the start of the shipped data
+
+
 @pytest.fixture(scope="module")
 def de():
     return ElectricityMapsCSV().load("DE").values[: 24 * 60].copy()
 
 
-@pytest.mark.parametrize("forecaster", [HourOfDayMean(), HoltWinters(), Blend()],
-                         ids=lambda f: f.name)
+@pytest.mark.parametrize("forecaster", [
+    HourOfDayMean(), HoltWinters(), Blend(), Ensemble(),
+    Ensemble(members=ALL_MEMBERS, weighting="equal"),
+    Ensemble(members=ALL_MEMBERS, window_days=7, eta=5.0)],
+    ids=["mean7", "holtwinters", "blend", "ensemble", "ensemble-all-equal", "ensemble-all-7d"])
 def test_forecasts_never_see_data_after_the_origin(de, forecaster):
     origins = np.array([24 * 20 + 5, 24 * 35 + 13, 24 * 50])
-    full = forecaster.predict_block(de, origins, 25, 24)
+    full = predict(forecaster, de, origins, 25, 24, start=START)
     for i, origin in enumerate(origins):
         poisoned = de.copy()
         poisoned[origin:] = 1e6  # anything after the origin must not matter
-        again = forecaster.predict_block(poisoned, origins[i:i + 1], 25, 24)[0]
+        again = predict(forecaster, poisoned, origins[i:i + 1], 25, 24, start=START)[0]
         np.testing.assert_allclose(again, full[i], rtol=1e-9)
     assert not forecaster.sees_future
+
+
+def test_the_calendar_tells_weekends_apart():
+    days = np.arange(7) * 24  # hour 0 of 2022-01-01 (Sat) .. 2022-01-07 (Fri)
+    assert weekend(START, 3600.0, days).tolist() == [True, True] + [False] * 5
+
+
+def test_the_day_type_profile_does_not_carry_weekdays_into_the_weekend():
+    day = np.arange(24 * 35) // 24
+    values = np.where(weekend(START, 3600.0, np.arange(day.size)), 50.0, 100.0)
+    friday_20h = 24 * 27 + 20  # 2022-01-28 was a Friday
+    got = daytype_profile(values, np.array([friday_20h]), 8, 24, start=START)[0]
+    np.testing.assert_allclose(got, [100.0] * 4 + [50.0] * 4)
+    plain = Blend().parts(values, np.array([friday_20h]), 8, 24)["profile"][0]
+    assert plain[4:].min() > 60.0  # the plain profile mixes the two kinds of day
+
+
+def test_recent_weighting_follows_the_member_that_decided_well():
+    rng = np.random.default_rng(3)
+    v = 100 + 30 * np.sin(np.arange(24 * 40) * 2 * np.pi / 24) + rng.normal(0, 2, 24 * 40)
+    scored = np.arange(24 * 8, 24 * 39)
+    truth = v[scored[:, None] + np.arange(9)[None, :]]
+    good, bad = truth + rng.normal(0, 1, truth.shape), truth[:, ::-1].copy()
+    scores = decision_scores(v, scored, [good, bad], scored[-5:], 8, 7 * 24, 24)
+    assert (scores[:, 0] > 0.8).all()
+    assert (scores[:, 1] < 0).all()
+    model = Ensemble(members=("profile", "mean7"), eta=20.0)
+    combined = model.combine(v, scored, {"profile": good, "mean7": bad}, scored[-5:], 24)
+    np.testing.assert_allclose(combined, good[-5:], atol=0.05 * np.abs(bad - good).max())
+    equal = Ensemble(members=("profile", "mean7"), weighting="equal")
+    np.testing.assert_allclose(equal.combine(v, scored, {"profile": good, "mean7": bad},
+                                             scored[-5:], 24), (good[-5:] + bad[-5:]) / 2)
+
+
+def test_the_ensemble_is_the_default_and_asks_for_the_history_it_needs():
+    assert isinstance(method("default"), Ensemble)
+    assert method("ensemble").name == "ensemble"
+    stub = Forecasting(None)
+    fc = forecast_for(stub, "x", T0, 4 * H)
+    assert fc.meta["method"] == "ensemble"
+    assert stub.history_starts == [T0 - Ensemble().history_days * 86400]
+    with pytest.raises(ValueError, match="members"):
+        Ensemble(members=("nope",))
 
 
 def test_the_oracle_is_marked_and_refused_outside_evaluation(de):
@@ -89,6 +140,7 @@ class Forecasting:
     def __init__(self, native):
         self.native = native
         self.history_calls = 0
+        self.history_starts = []
 
     def forecast(self, region, start, end):
         if self.native is None:
@@ -97,6 +149,7 @@ class Forecasting:
 
     def history(self, region, start, end):
         self.history_calls += 1
+        self.history_starts.append(start)
         return hourly([100.0, 200.0] * 12 * 14, start=T0 - 14 * 86400)
 
 
