@@ -5,6 +5,11 @@ Used by ``bench/carbon_eval.py`` and its tests. The forecasts come from a method
 are known, the value of that hour is not), so no decision sees its own outcome; only the
 :class:`~flowcache.carbon.forecast.PerfectForesight` oracle does, by design. Savings are measured
 on the true series, against running at once (or at the nominal time for scheduled jobs).
+
+Two protocols for deferrable jobs: **plan once** (:func:`defer_hourly`: the start is fixed when
+the job arrives) and **re-plan** (:func:`defer_hourly_replan`: a waiting job is re-evaluated
+every slot with the forecast made then, and starts when "now" is its best remaining option or
+its latest start has come; the runtime counterpart is :mod:`flowcache.carbon.replan`).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flowcache.carbon.forecast import Forecaster
+from flowcache.carbon.forecast import Forecaster, predict
 
 
 @dataclass(frozen=True)
@@ -30,9 +35,11 @@ class Outcome:
 
 
 def forecasts(values: np.ndarray, origins: np.ndarray, horizon: int,
-              methods: Mapping[str, Forecaster], period: int = 24) -> dict[str, np.ndarray]:
-    """Each method's (origins x horizon) forecast matrix."""
-    return {name: m.predict_block(values, origins, horizon, period)
+              methods: Mapping[str, Forecaster], period: int = 24,
+              start: float | None = None) -> dict[str, np.ndarray]:
+    """Each method's (origins x horizon) forecast matrix (``start``: epoch of ``values[0]``,
+    for methods that use the calendar)."""
+    return {name: predict(m, values, origins, horizon, period, start=start)
             for name, m in methods.items()}
 
 
@@ -44,6 +51,47 @@ def defer_hourly(values: np.ndarray, origins: np.ndarray, forecast: np.ndarray,
     sel = np.ones(origins.size, bool) if mask is None else mask
     return Outcome(float(values[origins[sel] + choice[sel]].sum()),
                    float(values[origins[sel]].sum()))
+
+
+def replan_starts(origins: np.ndarray, forecast: np.ndarray, max_delay: int) -> np.ndarray:
+    """Start slot of a one-slot job arriving at each origin under re-planning.
+
+    ``origins`` must be consecutive slots and ``forecast`` their forecasts (each made from the
+    data before its own origin). The job arriving at ``t`` is looked at again at every slot
+    ``s = t, t + 1, ...``: with ``r = t + max_delay - s`` slots of slack left, it starts at
+    ``s`` if the forecast made at ``s`` puts slot ``s`` at or below every slot up to ``s + r``
+    (ties: now), and at ``t + max_delay`` at the latest. A job still waiting at the last origin
+    takes that origin's plan for the rest of its window."""
+    origins = np.asarray(origins)
+    if origins.size > 1 and not np.all(np.diff(origins) == 1):
+        raise ValueError("re-planning needs a forecast at every slot: origins must be consecutive")
+    n = origins.size
+    f = forecast[:, : max_delay + 1]
+    go = np.ones((n, max_delay + 1), bool)   # go[s, r]: at s with r slots of slack, start now
+    if max_delay:
+        go[:, 1:] = f[:, :1] <= np.minimum.accumulate(f[:, 1:], axis=1)
+    start = origins + max_delay
+    decided = np.zeros(n, bool)
+    idx = np.arange(n)
+    for k in range(max_delay + 1):
+        s = idx + k
+        here = ~decided & (s < n)
+        here[here] = go[s[here], max_delay - k]
+        start[here] = origins[idx[here]] + k
+        decided |= here
+    if not decided.all():  # windows running past the last origin: its forecast plans the rest
+        slack = origins[~decided] + max_delay - origins[-1]
+        last = f[-1]
+        start[~decided] = origins[-1] + np.array([int(np.argmin(last[: r + 1])) for r in slack])
+    return start
+
+
+def defer_hourly_replan(values: np.ndarray, origins: np.ndarray, forecast: np.ndarray,
+                        max_delay: int, mask: np.ndarray | None = None) -> Outcome:
+    """Like :func:`defer_hourly`, under re-planning (:func:`replan_starts`)."""
+    start = replan_starts(origins, forecast, max_delay)
+    sel = np.ones(origins.size, bool) if mask is None else mask
+    return Outcome(float(values[start[sel]].sum()), float(values[origins[sel]].sum()))
 
 
 def defer_multi_region(values: Sequence[np.ndarray], home: int, origins: np.ndarray,
