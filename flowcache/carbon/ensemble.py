@@ -20,11 +20,12 @@ last ``window_days`` (a 1-slot job allowed ``score_delay`` slots, as in the eval
 only decisions whose outcome was known before the origin, and weights members by
 ``softmax(eta x share of the oracle's saving captured)``; ``"equal"`` averages them.
 
-Defaults are what ``bench/carbon_eval.py --tune`` chose on January-June 2022 (plan-once
-capture, 8 h delay, mean of 8 zones): the first five members (``ridge_lags`` and ``mean7`` did
-not help), the ridge on 112 days, recent weighting over 28 days with eta 20. The choice is
-within noise of equal weighting (about 0.5 point); it helps most where members disagree most
-(CA-QC). A live forecast therefore wants about 150 days of history (:attr:`history_days`).
+Defaults are what ``bench/carbon_eval.py --tune`` chose on January-June 2022 (capture at an
+8 h delay, mean of 8 zones and of the plan-once and re-plan protocols): the first five members
+(``ridge_lags`` and ``mean7`` did not help), the ridge on 56 days, recent weighting over 28 days
+with eta 20. Many configurations are within a point of it (the grid's spread is mostly noise);
+the weighting helps most where members disagree most (CA-QC). A live forecast therefore wants
+about 93 days of history (:attr:`history_days`).
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ class Ensemble:
     sees_future = False
     uses_calendar = True
 
-    def __init__(self, *, members: Sequence[str] = DEFAULT_MEMBERS, ridge_days: int = 112,
+    def __init__(self, *, members: Sequence[str] = DEFAULT_MEMBERS, ridge_days: int = 56,
                  weighting: str = "recent", window_days: int = 28, eta: float = 20.0,
                  score_delay: int = 8) -> None:
         unknown = set(members) - set(ALL_MEMBERS)
