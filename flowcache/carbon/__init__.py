@@ -4,7 +4,8 @@ Engine-neutral (imports neither Prefect nor Dask). The pieces, each in its own m
 providers (``providers/``) return :class:`IntensitySeries`; :func:`forecast_for` gives a forecast
 (the provider's, or one made from history); :class:`Planner` turns forecasts and a :class:`Job`
 into a :class:`Decision`; :mod:`~flowcache.carbon.emissions` and :mod:`~flowcache.carbon.records`
-account for what actually ran. See docs/carbon.md.
+account for what actually ran; :func:`replan_with_provider` looks at a waiting job again with
+fresher data (:mod:`~flowcache.carbon.replan`). See docs/carbon.md.
 """
 
 from flowcache.carbon.batch import CapacityLedger
@@ -33,6 +34,7 @@ from flowcache.carbon.planner import Planner, RegionPrice, plan_with_provider, r
 from flowcache.carbon.providers import IntensityProvider, get_provider, register_provider
 from flowcache.carbon.records import DecisionRecord, record_outcome, uptake
 from flowcache.carbon.regions import Region, RegionMap
+from flowcache.carbon.replan import ReplanStep, replan_step, replan_with_provider
 from flowcache.carbon.series import IntensitySeries
 
 __all__ = [
@@ -40,8 +42,10 @@ __all__ = [
     "DecisionRecord", "FallbackProvider", "ForecastNotSupported", "IntensityProvider",
     "IntensitySeries", "Job", "MalformedResponse", "MemoryResponseCache", "NoIntensityData",
     "Planner", "PowerModel", "ProviderAuthError", "ProviderError", "ProviderUnavailable",
-    "Ranking", "Region", "RegionMap", "RegionNotFound", "RegionPrice", "ResponseCache",
+    "Ranking", "Region", "RegionMap", "RegionNotFound", "RegionPrice", "ReplanStep",
+    "ResponseCache",
     "StaticProfile", "StoreResponseCache", "emissions_g", "energy_kwh", "forecast_for",
     "forecast_from_history", "get_provider", "plan_with_provider", "record_outcome",
-    "register_provider", "run_now_at_home", "savings", "sci", "uptake",
+    "register_provider", "replan_step", "replan_with_provider", "run_now_at_home", "savings",
+    "sci", "uptake",
 ]
