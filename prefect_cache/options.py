@@ -102,6 +102,8 @@ def _cached_task(task: Any, options: CacheOptions) -> Any:
     cached = task.with_options(cache_policy=NO_CACHE, persist_result=False)
     cached.fn = wrapper
     cached.flowcache_options = options
+    if hasattr(task, "flowcache_carbon"):  # with_options() drops attributes it does not know
+        cached.flowcache_carbon = task.flowcache_carbon
     return cached
 
 
