@@ -1,0 +1,264 @@
+"""The carbon-aware task runner on a real Prefect API, with a provider of known intensities."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from prefect import flow, task
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flowcache.carbon.errors import ProviderUnavailable
+from flowcache.carbon.series import IntensitySeries
+from flowcache.carbon.timestamps import to_epoch
+from flowcache.clocks import ManualClock
+from flowcache.tiers.memory import MemoryTier
+from flowcache.tiers.objects import ObjectTier
+from prefect_cache.carbon_option import carbon
+from prefect_cache.carbon_runner import CarbonAwareTaskRunner
+from tests.prefect_helpers import artifacts, eventually, table_rows
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+T0 = to_epoch("2024-03-01T00:00:00Z")
+HOUR = 3600.0
+# hourly gCO2eq/kWh: home is dirty except hours 3-4; north is middling all day
+HOME = [400.0] * 3 + [100.0] * 2 + [400.0] * 43
+NORTH = [300.0] * 48
+
+
+class KnownProvider:
+    """Serves fixed hourly intensities; its forecast is the truth."""
+
+    name = "known"
+    signal = "average"
+
+    def __init__(self, series: dict[str, list[float]], *, failing: bool = False) -> None:
+        self.series = {region: IntensitySeries(T0, HOUR, np.array(values), region=region,
+                                               source="known")
+                       for region, values in series.items()}
+        self.failing = failing
+
+    def history(self, region, start, end):
+        return self._get(region, start, end)
+
+    def forecast(self, region, start, end):
+        return self._get(region, start, end).with_(kind="forecast", issued_at=start)
+
+    def _get(self, region, start, end):
+        if self.failing:
+            raise ProviderUnavailable(self.name, "the intensity API is down (test)")
+        return self.series[region].slice(to_epoch(start), to_epoch(end))
+
+
+@pytest.fixture
+def clock():
+    return ManualClock(T0)
+
+
+@pytest.fixture
+def store(tmp_path, make_store):
+    return make_store(MemoryTier(), ObjectTier(str(tmp_path / "durable")))
+
+
+def run_in_thread(fn):
+    box = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # surfaced by the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, box
+
+
+def held(runner: CarbonAwareTaskRunner) -> int:
+    active = runner._children[-1] if runner._children else None
+    scheduler = getattr(active, "_scheduler", None)
+    return scheduler.pending if scheduler is not None else 0
+
+
+def test_a_task_with_a_greener_window_later_is_released_then_and_dependants_follow(
+        clock, store):
+    events: list[tuple[str, float]] = []
+    runner = CarbonAwareTaskRunner(ThreadPoolTaskRunner(max_workers=1), home="home",
+                                   provider=KnownProvider({"home": HOME}), clock=clock,
+                                   store=store)
+
+    @carbon(max_delay="6h", duration="1h", power=1000)
+    @task
+    def heavy(n: int) -> int:
+        events.append(("heavy", clock.now()))
+        clock.advance(HOUR)  # the task "runs" for an hour of grid time
+        return n * 10
+
+    @task
+    def after(value: int) -> int:
+        events.append(("after", clock.now()))
+        return value + 1
+
+    @task
+    def unrelated() -> str:
+        events.append(("unrelated", clock.now()))
+        return "ran at once"
+
+    @flow(task_runner=runner)
+    def pipeline() -> tuple[int, str]:
+        big = heavy.submit(4)
+        dependant = after.submit(big)
+        other = unrelated.submit()  # one worker only: it runs because no worker is held
+        return dependant.result(), other.result()
+
+    thread, box = run_in_thread(pipeline)
+    assert eventually(lambda: held(runner) == 1 and ("unrelated", T0) in events, 60)
+    assert [name for name, _ in events] == ["unrelated"]  # heavy waits; nothing blocks
+    clock.set(T0 + 2 * HOUR)
+    time.sleep(0.3)  # not yet its time: must still be held (a check, not a timing assert)
+    assert [name for name, _ in events] == ["unrelated"]
+    clock.set(T0 + 3 * HOUR)
+    thread.join(60)
+    assert box.get("value") == (41, "ran at once"), box
+    assert events == [("unrelated", T0), ("heavy", T0 + 3 * HOUR), ("after", T0 + 4 * HOUR)]
+    (record,) = runner._children[-1].records
+    assert record.decision.action == "defer"
+    assert record.actual_start == T0 + 3 * HOUR
+    assert record.realised_g == pytest.approx(100.0)  # 1 kWh at 100 g/kWh
+    assert record.now_home_g == pytest.approx(400.0)
+
+
+def test_the_report_artifacts_match_an_independent_computation(clock, store):
+    runner = CarbonAwareTaskRunner(home="home", regions={"north": ThreadPoolTaskRunner()},
+                                   provider=KnownProvider({"home": HOME, "north": NORTH}),
+                                   clock=clock, store=store)
+    ran_in: list[str] = []
+
+    @carbon(max_delay="1h", duration="1h", power=2000, regions=["north"], mode="relocate")
+    @task
+    def moved() -> None:
+        ran_in.append(threading.current_thread().name)
+        clock.advance(HOUR)
+
+    @flow(task_runner=runner)
+    def one() -> None:
+        moved.submit().result()
+
+    state = one(return_state=True)
+    assert state.is_completed()
+    (rows_artifact,) = eventually(lambda: artifacts(state.state_details.flow_run_id,
+                                                    "carbon-decisions"))
+    (row,) = table_rows(rows_artifact)
+    energy = 2.0  # kWh: 2 kW for one hour
+    assert row["region"] == "north"
+    assert row["action"] == "relocate"
+    assert row["realised g"] == pytest.approx(energy * 300.0)
+    assert row["run now at home g"] == pytest.approx(energy * 400.0)
+    assert row["saved g"] == pytest.approx(energy * 100.0)
+    assert row["saved %"] == pytest.approx(25.0)
+    (report,) = eventually(lambda: artifacts(state.state_details.flow_run_id, "carbon-report"))
+    assert "saved 200.0 g (25.0 %)" in report.data
+    assert "data:image/png;base64," in report.data
+
+    from flowcache.carbon.report import load_records
+
+    (stored,) = load_records(store, str(state.state_details.flow_run_id))
+    assert stored.realised_g == pytest.approx(600.0)
+
+
+def test_a_failing_provider_runs_now_at_home_with_the_reason_logged(clock, store, caplog):
+    runner = CarbonAwareTaskRunner(home="home", provider=KnownProvider({"home": HOME},
+                                                                       failing=True),
+                                   clock=clock, store=store)
+    times = []
+
+    @carbon(max_delay="6h", duration="1h", power=500)
+    @task
+    def work() -> int:
+        times.append(clock.now())
+        return 1
+
+    @flow(task_runner=runner)
+    def run() -> int:
+        return work.submit().result()
+
+    caplog.set_level("INFO")
+    assert run() == 1
+    assert times == [T0]
+    (record,) = runner._children[-1].records
+    assert record.decision.fallback
+    assert "intensity API is down" in record.decision.reason
+    assert any("run now in home" in r.getMessage() and "down" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_advise_mode_plans_and_records_but_runs_now(clock, store):
+    runner = CarbonAwareTaskRunner(home="home", provider=KnownProvider({"home": HOME}),
+                                   clock=clock, store=store)
+    times = []
+
+    @carbon(max_delay="6h", duration="1h", power=1000, mode="advise")
+    @task
+    def work() -> None:
+        times.append(clock.now())
+
+    @flow(task_runner=runner)
+    def run() -> None:
+        work.submit().wait()
+
+    run()
+    (record,) = runner._children[-1].records
+    assert times == [T0]
+    assert record.decision.start == T0 + 3 * HOUR  # what it would have done
+    assert not record.followed
+
+
+def test_cancelling_the_flow_cancels_held_tasks(clock, store):
+    runner = CarbonAwareTaskRunner(home="home", provider=KnownProvider({"home": HOME}),
+                                   clock=clock, store=store)
+    ran = []
+
+    @carbon(max_delay="6h", duration="1h", power=1000)
+    @task
+    def later() -> None:
+        ran.append(1)
+
+    @flow(task_runner=runner)
+    def run() -> str:
+        future = later.submit()
+        future.wait()
+        return future.state.type.value
+
+    thread, box = run_in_thread(lambda: run())
+    assert eventually(lambda: held(runner) == 1, 60)
+    runner.cancel_all()  # what Prefect's flow engine calls on cancellation
+    thread.join(60)
+    assert box.get("value") == "CANCELLED", box
+    assert ran == []
+
+
+def test_capacity_spreads_deferred_work_over_the_green_hours(clock, store):
+    runner = CarbonAwareTaskRunner(home="home", provider=KnownProvider({"home": HOME}),
+                                   clock=clock, store=store, capacity=1, placeholders=False)
+
+    @carbon(max_delay="6h", duration="1h", power=1000)
+    @task
+    def job(i: int) -> int:
+        return i
+
+    decided = []
+
+    @flow(task_runner=runner)
+    def many() -> None:
+        futures = [job.submit(i) for i in range(3)]
+        decided.extend(f.planned_start for f in futures if hasattr(f, "planned_start"))
+
+    thread, _ = run_in_thread(many)
+    assert eventually(lambda: held(runner) >= 2, 60)
+    clock.set(T0 + 10 * HOUR)
+    thread.join(60)
+    starts = sorted(r.decision.start for r in runner._children[-1].records)
+    # one job per green hour; the third finds every other hour equally dirty and starts now
+    assert starts == [T0, T0 + 3 * HOUR, T0 + 4 * HOUR]
