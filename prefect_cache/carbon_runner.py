@@ -121,6 +121,22 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
         self.records: list[DecisionRecord] = []
 
     # -- TaskRunner plumbing ------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """What travels when Prefect ships the flow (and so its runner) to a remote worker.
+
+        Only configuration: the copy is context for the task over there, never a runner that
+        runs anything, so threads, locks, clients and the provider stay behind.
+        """
+        keep = ("inner", "home", "regions", "capacity", "power", "default_duration", "horizon",
+                "refresh_every", "min_deferral", "using", "placeholders", "logger", "_started")
+        return {name: self.__dict__[name] for name in keep if name in self.__dict__}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.provider, self.clock, self.store = None, WallClock(), None
+        self.overhead_seconds, self.submissions, self._children = 0.0, 0, []
+        self._reset()
+
     def duplicate(self) -> CarbonAwareTaskRunner:
         twin = type(self)(
             self.inner.duplicate(), home=self.home,

@@ -262,3 +262,87 @@ def test_capacity_spreads_deferred_work_over_the_green_hours(clock, store):
     starts = sorted(r.decision.start for r in runner._children[-1].records)
     # one job per green hour; the third finds every other hour equally dirty and starts now
     assert starts == [T0, T0 + 3 * HOUR, T0 + 4 * HOUR]
+
+
+def test_a_held_task_shows_as_scheduled_in_the_api_until_released(clock, store):
+    from prefect.client.orchestration import get_client
+
+    runner = CarbonAwareTaskRunner(home="home", provider=KnownProvider({"home": HOME}),
+                                   clock=clock, store=store)
+
+    @carbon(max_delay="6h", duration="1h", power=1000)
+    @task
+    def later() -> int:
+        return 1
+
+    @flow(task_runner=runner)
+    def run() -> int:
+        return later.submit().result()
+
+    thread, box = run_in_thread(run)
+    assert eventually(lambda: held(runner) == 1, 60)
+    active = runner._children[-1]
+
+    def placeholder():
+        from tests.prefect_helpers import task_runs
+
+        runs = [r for r in task_runs(active._flow_run_id) if r.name.endswith("(deferred)")]
+        return runs[0] if runs else None
+
+    shown = eventually(placeholder)
+    assert shown.state.type.value == "SCHEDULED"
+    assert shown.state.state_details.scheduled_time.timestamp() == T0 + 3 * HOUR
+    clock.set(T0 + 3 * HOUR)
+    thread.join(60)
+    assert box.get("value") == 1
+    with get_client(sync_client=True) as client:
+        released = eventually(lambda: (r := client.read_task_run(shown.id)).state.name
+                              == "Released" and r)
+    assert "runs as task run" in released.state.message
+
+
+@pytest.fixture(scope="module")
+def two_clusters():
+    from distributed import LocalCluster
+
+    home = LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                        dashboard_address=":0")
+    north = LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                         dashboard_address=":0")
+    yield home, north
+    north.close()
+    home.close()
+
+
+def test_a_task_with_two_regions_runs_on_the_greener_regions_cluster(clock, store,
+                                                                      two_clusters):
+    from prefect_dask import DaskTaskRunner
+
+    home_cluster, north_cluster = two_clusters
+    runner = CarbonAwareTaskRunner(DaskTaskRunner(address=home_cluster.scheduler_address),
+                                   home="home",
+                                   regions={"north": DaskTaskRunner(
+                                       address=north_cluster.scheduler_address)},
+                                   provider=KnownProvider({"home": HOME, "north": NORTH}),
+                                   clock=clock, store=store)
+
+    @carbon(duration="1h", power=1000, regions=["north"], mode="relocate")
+    @task
+    def where() -> str:
+        from distributed import get_worker
+
+        return get_worker().scheduler.address
+
+    @task
+    def stays() -> str:
+        from distributed import get_worker
+
+        return get_worker().scheduler.address
+
+    @flow(task_runner=runner)
+    def run() -> tuple[str, str]:
+        return where.submit().result(), stays.submit().result()
+
+    moved, stayed = run()
+    assert moved == north_cluster.scheduler_address  # 300 g/kWh beats 400 at home now
+    assert stayed == home_cluster.scheduler_address  # not carbon-aware: untouched
