@@ -346,3 +346,70 @@ def test_a_task_with_two_regions_runs_on_the_greener_regions_cluster(clock, stor
     moved, stayed = run()
     assert moved == north_cluster.scheduler_address  # 300 g/kWh beats 400 at home now
     assert stayed == home_cluster.scheduler_address  # not carbon-aware: untouched
+
+
+def test_greenest_start_inside_a_nightly_window_and_a_scheduled_deployment_run():
+    import datetime as dt
+
+    from prefect.client.orchestration import get_client
+
+    from prefect_cache.deployments import greenest_start, schedule_greenest_run
+
+    provider = KnownProvider({"home": HOME})
+    day = dt.date(2024, 3, 1)
+    start = greenest_start("01:00-06:00", duration="1h", region="home", provider=provider,
+                           day=day, now=T0)
+    assert start.timestamp() == T0 + 3 * HOUR
+    late = greenest_start("04:30-07:00", duration="1h", region="home", provider=provider,
+                          day=day, now=T0)
+    assert late.timestamp() == T0 + 4.5 * HOUR  # 30 min of green left beats none
+    with pytest.raises(Exception, match="does not fit"):
+        greenest_start("01:00-01:30", duration="1h", region="home", provider=provider, day=day,
+                       now=T0)
+
+    @flow(name="flowcache-nightly")
+    def nightly() -> None:
+        return None
+
+    nightly.to_deployment(name="nightly").apply()
+    run = schedule_greenest_run("flowcache-nightly/nightly", window="01:00-06:00",
+                                duration="1h", region="home", provider=provider, day=day,
+                                now=T0)
+    with get_client(sync_client=True) as client:
+        stored = client.read_flow_run(run.id)
+    assert stored.state.type.value == "SCHEDULED"
+    assert stored.expected_start_time.timestamp() == T0 + 3 * HOUR
+
+
+def test_the_report_command_prints_a_runs_decisions(clock, tmp_path):
+    from typer.testing import CliRunner
+
+    from flowcache.cli import app
+    from flowcache.config import StoreConfig
+
+    env = {"FLOWCACHE_STORE": f"memory+{tmp_path}/store", "FLOWCACHE_USER": "fay",
+           "FLOWCACHE_LOCK_DIR": str(tmp_path / "locks")}
+    runner = CarbonAwareTaskRunner(home="home", provider=KnownProvider({"home": HOME}),
+                                   clock=clock, store=StoreConfig.from_env(env).build())
+
+    @carbon(duration="1h", power=1000, max_delay="2h")
+    @task
+    def quick() -> None:
+        clock.advance(HOUR)
+
+    @flow(task_runner=runner)
+    def run() -> None:
+        quick.submit().wait()
+
+    thread, _ = run_in_thread(lambda: run(return_state=True))
+    assert eventually(lambda: held(runner) == 0 and runner._children
+                      and runner._children[-1]._runs, 60)
+    clock.set(T0 + 5 * HOUR)
+    thread.join(60)
+    flow_run_id = runner._children[-1]._flow_run_id
+    result = CliRunner().invoke(app, ["carbon", "report", str(flow_run_id)], env=env)
+    assert result.exit_code == 0, result.output
+    assert "quick" in result.output
+    assert "run now at home" in result.output or "saved" in result.output
+    missing = CliRunner().invoke(app, ["carbon", "report", "no-such-run"], env=env)
+    assert missing.exit_code == 1

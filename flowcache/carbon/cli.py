@@ -156,5 +156,37 @@ def plan(duration: Annotated[str, typer.Option(help="expected run time, e.g. 2h"
         console.print(f"wrote {plot}")
 
 
+@carbon_app.command()
+def report(flow_run: Annotated[str, typer.Argument(help="the flow run id")]) -> None:
+    """Print what the carbon-aware runner decided for a flow run and what it saved."""
+    from flowcache.carbon.report import load_records, report_rows, summary_line
+    from flowcache.config import StoreConfig
+
+    try:
+        records = load_records(StoreConfig.from_env().build(), flow_run)
+    except KeyError:
+        console.print(f"[red]no carbon records for flow run {flow_run}[/red] (a run keeps "
+                      "them only if it used the CarbonAwareTaskRunner with carbon-aware tasks, "
+                      "and you read the store it wrote to)")
+        raise typer.Exit(1) from None
+    table = Table("task", "action", "region", "planned start", "actual start", "expected g",
+                  "realised g", "now at home g", "saved g", "saved %",
+                  title=f"carbon decisions of flow run {flow_run}")
+    for row in report_rows(records):
+        table.add_row(*(_cell(row[k]) for k in (
+            "task", "action", "region", "planned start", "actual start", "expected g",
+            "realised g", "run now at home g", "saved g", "saved %")))
+    console.print(table)
+    console.print(summary_line(records))
+    for row in report_rows(records):
+        console.print(f"  {row['task']}: {row['why']}")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
 if __name__ == "__main__":
     carbon_app()
