@@ -1,19 +1,38 @@
-"""Identities: who owns an entry, and the key that signs (and so authenticates) their frames.
+"""Users: who owns an entry, and what confines each user to their own namespace.
 
 Every frame carries its owner's name and a blake3 MAC keyed with the owner's 32-byte signing key.
 A reader checks the owner and the MAC before anything is unpickled, so bytes planted in a bucket
 by someone without the key are rejected, never executed (DESIGN invariant 4).
+
+The client's check is the second line of defence; the first is the backends, each confining a
+user's credentials to their prefix (a user's namespace is their name, the first segment of every
+entry name):
+
+* Redis: an ACL user per tenant (:func:`tenant_acl_rules`) whose key patterns cover only their
+  entry, part, lock and index keys, with an allowlist of the few commands the tiers use (no
+  ``KEYS``/``SCAN``, whose results ACLs do not filter; no ``FLUSHALL``, ``CONFIG``, ``DEBUG``,
+  ``MONITOR``, pub/sub), plus an append-only selector on their ledger stream;
+* S3 and GCS: IAM policies limited to ``<prefix>/<user>/`` (:func:`s3_policy`,
+  :func:`gcs_policy`);
+* operators clear a namespace by name, without its owner's key (:func:`clear_namespace`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from flowcache.errors import ConfigError
+from flowcache.errors import ConfigError, FlowcacheError
+
+if TYPE_CHECKING:
+    from flowcache.ledger import Ledger
 
 KEY_BYTES = 32
 _USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -82,3 +101,257 @@ def load_or_create_key(path: Path) -> bytes:
     finally:
         tmp.unlink()
     return key_from_hex(path.read_text())
+
+
+def write_key(path: Path, key: bytes, *, replace: bool = False) -> Path:
+    """Write ``key`` as a hex key file (mode 0600); refuse to replace one unless asked."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not replace:
+        raise FileExistsError(f"{path} already holds a signing key; pass replace=True to rotate "
+                              "it (frames signed with the old key then read as corrupt)")
+    tmp = path.with_suffix(f".tmp-{secrets.token_hex(8)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key.hex() + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+class ForeignNamespace(FlowcacheError, PermissionError):
+    """A name outside the caller's namespace was addressed: another user's entry."""
+
+    def __init__(self, name: str, user: str) -> None:
+        self.name = name
+        self.user = user
+        super().__init__(f"{name!r} is not in {user!r}'s namespace; a user may only read, list "
+                         "and delete their own entries (operators: flowcache clear --user)")
+
+
+def check_namespace(name: str, identity: Identity) -> str:
+    """``name`` if it lies in ``identity``'s namespace, else :class:`ForeignNamespace`."""
+    if not name.startswith(f"{identity.namespace}/"):
+        raise ForeignNamespace(name, identity.user)
+    return name
+
+
+# -- Redis ACLs ----------------------------------------------------------------------------------
+#: what the tiers and locks send: GET/SET/GETRANGE/EXISTS/DEL/PTTL for frames, SADD/SREM/SSCAN
+#: for the index, SET NX + EVAL (GET/DEL/PEXPIRE inside) for leases, SELECT for a database.
+TENANT_COMMANDS = ("ping", "select", "get", "set", "getrange", "exists", "del", "pttl",
+                   "pexpire", "sadd", "srem", "sscan", "eval")
+#: the ledger stream is append-only for its tenant: no XDEL, XTRIM or DEL
+LEDGER_COMMANDS = ("xadd", "xrange", "xlen")
+ACL_USER_PREFIX = "flowcache-"
+
+
+def acl_username(user: str) -> str:
+    """The Redis ACL user of a flowcache user (prefixed: never an unrelated Redis user)."""
+    return f"{ACL_USER_PREFIX}{validate_user(user)}"
+
+
+def tenant_key_patterns(user: str, prefix: str = "flowcache:") -> list[str]:
+    """The key patterns of ``user``: entries and parts, leases, and the name index."""
+    validate_user(user)
+    base = _acl_glob(prefix)
+    return [f"{base}{{{user}/*", f"{base}lock:{{{user}/*", f"{base}index:{{{user}}}"]
+
+
+def tenant_acl_rules(user: str, password_sha256: str, prefix: str = "flowcache:") -> list[str]:
+    """``ACL SETUSER`` rules confining ``user`` to their keys and the commands the tiers use.
+
+    ``reset`` first, so re-provisioning replaces every earlier rule; the password goes in as
+    its SHA-256 (``#...``), so the plain text never reaches the server's command stream.
+    """
+    if not re.fullmatch(r"[0-9a-f]{64}", password_sha256):
+        raise ConfigError("password_sha256 must be 64 lowercase hex characters")
+    ledger = f"~{_acl_glob(prefix)}ledger:{{{user}}}"
+    return ["reset", "on", f"#{password_sha256}", "resetchannels",
+            *[f"~{pattern}" for pattern in tenant_key_patterns(user, prefix)],
+            "-@all", *[f"+{command}" for command in TENANT_COMMANDS],
+            f"({ledger} -@all {' '.join(f'+{c}' for c in LEDGER_COMMANDS)})"]
+
+
+@dataclass(frozen=True)
+class RedisTenant:
+    """What provisioning made: the ACL user and its (only ever printed once) password."""
+
+    user: str
+    acl_user: str
+    password: str = field(repr=False)
+    rules: tuple[str, ...]
+    persisted: bool  # ACL SAVE wrote the server's ACL file
+
+
+def provision_redis_user(client: Any, user: str, *, prefix: str = "flowcache:",
+                         password: str | None = None) -> RedisTenant:
+    """Create (or reset) ``user``'s Redis ACL user through an admin connection."""
+    password = password or secrets.token_urlsafe(32)
+    rules = tenant_acl_rules(user, hashlib.sha256(password.encode()).hexdigest(), prefix)
+    acl_user = acl_username(user)
+    client.execute_command("ACL", "SETUSER", acl_user, *rules)
+    return RedisTenant(user, acl_user, password, tuple(rules), _acl_save(client))
+
+
+def remove_redis_user(client: Any, user: str) -> bool:
+    """Delete ``user``'s ACL user (their keys stay; ``clear_namespace`` removes those)."""
+    removed = bool(client.execute_command("ACL", "DELUSER", acl_username(user)))
+    _acl_save(client)
+    return removed
+
+
+def _acl_save(client: Any) -> bool:
+    try:
+        client.execute_command("ACL", "SAVE")
+    except Exception as exc:  # no aclfile configured: users live until the server restarts
+        if "ACL file" not in str(exc) and "aclfile" not in str(exc):
+            raise
+        return False
+    return True
+
+
+def tenant_store_spec(tiers: Sequence[str], tenant: RedisTenant) -> str:
+    """The operator's tier chain with the tenant's Redis credentials and ``index=true``."""
+    out = []
+    for text in tiers:
+        scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+        if scheme not in ("redis", "rediss", "redis+cluster"):
+            out.append(text)
+            continue
+        parts = urlsplit(text)
+        host = parts.netloc.rpartition("@")[2]
+        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                 if k != "index"] + [("index", "true")]
+        out.append(urlunsplit(parts._replace(netloc=f"{tenant.acl_user}:{tenant.password}@{host}",
+                                             query=urlencode(query))))
+    return "+".join(out)
+
+
+def _acl_glob(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+# -- object-store policies -----------------------------------------------------------------------
+_OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
+                   "s3:ListMultipartUploadParts"]
+
+
+def _split_location(location: str, scheme: str) -> tuple[str, str]:
+    text = location.split("://", 1)[1] if "://" in location else location
+    bucket, _, prefix = text.partition("/")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,62}", bucket):
+        raise ConfigError(f"{location!r} does not start with a valid bucket name "
+                          f"(give {scheme}BUCKET/PREFIX)")
+    return bucket, prefix.strip("/")
+
+
+def user_prefix(user: str, prefix: str) -> str:
+    """Where ``user``'s objects live under a store's prefix: ``<prefix>/<user>``."""
+    validate_user(user)
+    return f"{prefix}/{user}" if prefix else user
+
+
+def s3_policy(user: str, location: str, *, principal: str | None = None) -> dict[str, Any]:
+    """An IAM policy confining ``user``'s credentials to ``s3://BUCKET/PREFIX/<user>/``.
+
+    Without ``principal``: an identity policy, to attach to the user's IAM user or role (IAM
+    denies by default, so the two Allow statements are all they can do). With ``principal``
+    (an ARN): a bucket policy that also denies that principal everything outside its prefix,
+    whatever else its identity policies allow.
+    """
+    bucket, prefix = _split_location(location, "s3://")
+    base = user_prefix(user, prefix)
+    bucket_arn = f"arn:aws:s3:::{bucket}"
+    own = f"{bucket_arn}/{base}/*"
+    listed = [base, f"{base}/", f"{base}/*"]
+    who = {"Principal": {"AWS": principal}} if principal else {}
+    statements: list[dict[str, Any]] = [
+        {"Sid": "FlowcacheListOwnPrefix", "Effect": "Allow", **who, "Action": "s3:ListBucket",
+         "Resource": bucket_arn, "Condition": {"StringLike": {"s3:prefix": listed}}},
+        {"Sid": "FlowcacheOwnObjects", "Effect": "Allow", **who, "Action": _OBJECT_ACTIONS,
+         "Resource": own},
+    ]
+    if principal:
+        statements += [
+            {"Sid": "FlowcacheDenyOtherObjects", "Effect": "Deny", **who,
+             "Action": _OBJECT_ACTIONS, "NotResource": own},
+            {"Sid": "FlowcacheDenyListingOthers", "Effect": "Deny", **who,
+             "Action": "s3:ListBucket", "Resource": bucket_arn,
+             "Condition": {"StringNotLike": {"s3:prefix": listed}}},
+        ]
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def gcs_policy(user: str, location: str, *, member: str | None = None) -> dict[str, Any]:
+    """A GCS IAM binding (policy version 3) limited by an IAM condition to ``user``'s prefix.
+
+    The condition confines reads, writes and deletes. GCS checks ``storage.objects.list`` on the
+    bucket, which no object-name condition matches, so listing (needed by purge and gc) comes
+    from a managed folder per user instead: see :func:`gcs_managed_folder_commands`.
+    """
+    bucket, prefix = _split_location(location, "gs://")
+    base = user_prefix(user, prefix)
+    member = member or f"serviceAccount:flowcache-{user}@PROJECT_ID.iam.gserviceaccount.com"
+    expression = f'resource.name.startsWith("projects/_/buckets/{bucket}/objects/{base}/")'
+    return {"version": 3, "bindings": [{
+        "role": "roles/storage.objectUser", "members": [member],
+        "condition": {"title": f"flowcache-{user}",
+                      "description": f"flowcache user {user}: objects under {base}/ only",
+                      "expression": expression}}]}
+
+
+def gcs_managed_folder_commands(user: str, location: str, *, member: str | None = None
+                                ) -> list[str]:
+    """gcloud commands giving ``member`` its own managed folder (listing included)."""
+    bucket, prefix = _split_location(location, "gs://")
+    base = user_prefix(user, prefix)
+    member = member or f"serviceAccount:flowcache-{user}@PROJECT_ID.iam.gserviceaccount.com"
+    return [f"gcloud storage managed-folders create gs://{bucket}/{base}/",
+            f"gcloud storage managed-folders add-iam-policy-binding gs://{bucket}/{base}/ "
+            f"--member={member} --role=roles/storage.objectUser"]
+
+
+# -- operators -----------------------------------------------------------------------------------
+@dataclass
+class NamespaceClearReport:
+    user: str
+    entries: int = 0  # durable entries removed
+    hot: dict[str, int] = field(default_factory=dict)  # tier -> entries removed
+    records: int = 0  # run markers and heartbeats removed
+
+
+def clear_namespace(tiers: Sequence[Any], user: str, *,
+                    ledger: Ledger | None = None) -> NamespaceClearReport:
+    """Remove every entry of ``user`` from ``tiers`` (durable last), by name only.
+
+    For operators: nothing is read or deserialized, so no signing key is needed, and hot tiers
+    with ``purge_namespace`` (Redis) also lose the user's leases and name index. Each removal
+    ends its residency in ``ledger`` (reason ``cleared``).
+    """
+    validate_user(user)
+    report = NamespaceClearReport(user)
+    durable = tiers[-1]
+    for name in list(durable.scan(f"{user}/")):
+        if durable.delete(name):
+            if _is_entry_name(name):
+                report.entries += 1
+                if ledger is not None:
+                    ledger.removed(user, durable.name, name, "cleared")
+            else:
+                report.records += 1
+    for tier in tiers[:-1]:
+        purge = getattr(tier, "purge_namespace", None)
+        if purge is not None:
+            names = purge(user)
+        else:
+            names = [name for name in list(tier.scan(f"{user}/")) if tier.delete(name)]
+        names = [name for name in names if _is_entry_name(name)]
+        report.hot[tier.name] = report.hot.get(tier.name, 0) + len(names)
+        if ledger is not None:
+            for name in names:
+                ledger.removed(user, tier.name, name, "cleared")
+    return report
+
+
+def _is_entry_name(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 3 and parts[2][:2] == parts[1]

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from flowcache.access import Identity
+from flowcache.access import Identity, check_namespace
 from flowcache.entry import HEADER_PROBE_BYTES, Entry, Frame, Header, decode, encode, peek_header
 from flowcache.errors import CorruptEntry, DurableWriteError, ForeignEntry, TierUnavailable
 from flowcache.events import Listeners, StoreCounters, StoreListener
@@ -316,6 +316,8 @@ class TieredStore:
         return self.delete_name(self.name_for(key), reason=reason)
 
     def delete_name(self, name: str, *, reason: str = "deleted") -> bool:
+        """Remove ``name`` (in this user's namespace: another's is ``ForeignNamespace``)."""
+        check_namespace(name, self.identity)
         size = self._durable_size(name) if self.listeners else None
         removed = self.durable.delete(name)
         if removed:
