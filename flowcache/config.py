@@ -15,22 +15,31 @@ Other settings (environment first, then ``[flowcache]`` in ``FLOWCACHE_CONFIG`` 
 
 * ``FLOWCACHE_USER`` (default: the login name): owner and namespace of entries;
 * ``FLOWCACHE_SIGNING_KEY`` (64 hex chars) or ``FLOWCACHE_SIGNING_KEY_FILE`` (default
-  ``<config dir>/keys/<user>.key``, created on first use);
+  ``<keys dir>/<user>.key``, created on first use); ``FLOWCACHE_KEYS_DIR`` (default
+  ``<config dir>/keys``);
 * ``FLOWCACHE_STORAGE_OPTIONS``: JSON ``{"s3": {"endpoint_url": ...}, "gs": {...}}`` passed to
   fsspec for the object tier and for fingerprinting input files;
 * ``FLOWCACHE_LOCKS``: ``auto`` (Redis leases when a Redis tier is configured, else file locks),
-  ``redis``, ``file`` or ``thread``.
+  ``redis``, ``file`` or ``thread``;
+* ``FLOWCACHE_LEDGER``: ``auto`` (a stream in the store's Redis, else SQLite under the cache
+  dir), ``sqlite``, ``redis``, a SQLite path, a ``redis://`` URL of its own, or ``off``.
+
+Inside one process, ``with flowcache_user("alice"):`` (or ``use_store(store)``) makes another
+user's store the default for the code it wraps, e.g. one flow's tasks.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import getpass
 import json
 import os
 import re
 import threading
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +50,7 @@ import platformdirs
 from flowcache.access import Identity, key_from_hex, load_or_create_key, validate_user
 from flowcache.errors import ConfigError
 from flowcache.fingerprints import Fingerprinter
+from flowcache.ledger import Ledger, RedisBackend, SQLiteBackend
 from flowcache.locks import FileLocks, Locks, RedisLocks
 from flowcache.store import TieredStore
 from flowcache.tiers import tier_class
@@ -55,7 +65,7 @@ _SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "ki": 2**10, "kib": 2**10
 _TIER_OPTIONS = {
     "memory": {"max_bytes": "size", "max_item_bytes": "size"},
     "redis": {"max_item_bytes": "size", "inline_bytes": "size", "part_bytes": "size",
-              "prefix": "str"},
+              "prefix": "str", "index": "bool"},
     "object": {"fsync": "bool"},
 }
 
@@ -129,6 +139,8 @@ class StoreConfig:
     storage_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     locks: str = "auto"
     lock_dir: Path = field(default_factory=lambda: default_cache_dir() / "locks")
+    ledger: str = "auto"
+    keys_dir: Path = field(default_factory=lambda: default_config_dir() / "keys")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StoreConfig:
@@ -142,19 +154,34 @@ class StoreConfig:
         spec = setting("store") or default_store_spec()
         tiers = tuple(spec) if isinstance(spec, list) else tuple(split_store_spec(spec))
         user = validate_user(setting("user") or _login_name())
+        keys_dir = Path(setting("keys_dir") or default_config_dir() / "keys").expanduser()
         key_hex = setting("signing_key")
         if key_hex:
             key = key_from_hex(key_hex)
         else:
-            key_file = setting("signing_key_file") or default_config_dir() / "keys" / f"{user}.key"
+            key_file = setting("signing_key_file") or keys_dir / f"{user}.key"
             key = load_or_create_key(Path(key_file).expanduser())
         options = _storage_options(setting("storage_options"))
         locks = str(setting("locks", "auto")).lower()
         if locks not in ("auto", "redis", "file", "thread"):
             raise ConfigError(f"FLOWCACHE_LOCKS must be auto, redis, file or thread: {locks!r}")
         lock_dir = Path(setting("lock_dir") or default_cache_dir() / "locks").expanduser()
+        ledger = str(setting("ledger", "auto")).strip()
+        if ledger.lower() in ("auto", "off", "sqlite", "redis"):
+            ledger = ledger.lower()
+        elif not ledger:
+            raise ConfigError("FLOWCACHE_LEDGER is empty: use auto, off, sqlite, redis, a path "
+                              "or a redis:// URL")
         return cls(tiers=tiers, user=user, signing_key=key, storage_options=options,
-                   locks=locks, lock_dir=lock_dir)
+                   locks=locks, lock_dir=lock_dir, ledger=ledger, keys_dir=keys_dir)
+
+    def for_user(self, user: str, signing_key: bytes | None = None) -> StoreConfig:
+        """This configuration as ``user``: their namespace, and their key (or key file)."""
+        validate_user(user)
+        if signing_key is None:
+            signing_key = (self.signing_key if user == self.user
+                           else load_or_create_key(self.keys_dir / f"{user}.key"))
+        return dataclasses.replace(self, user=user, signing_key=signing_key)
 
     @property
     def identity(self) -> Identity:
@@ -167,7 +194,32 @@ class StoreConfig:
         tiers = [build_tier(TierSpec.parse(text), self.storage_options) for text in self.tiers]
         store = TieredStore(tiers, identity=self.identity, locks=self._locks(tiers))
         store.config = self
+        ledger = self.build_ledger(tiers)
+        if ledger is not None:
+            ledger.attach(store)
         return store
+
+    def build_ledger(self, tiers: list[Any] | None = None) -> Ledger | None:
+        """The ledger this configuration names (``tiers``: the store's, to reuse its Redis)."""
+        if self.ledger == "off":
+            return None
+        if tiers is None:
+            tiers = [build_tier(TierSpec.parse(text), self.storage_options)
+                     for text in self.tiers if TierSpec.parse(text).kind == "redis"]
+        redis_tier = next((t for t in tiers if t.name == "redis"), None)
+        if self.ledger in ("auto", "redis") and redis_tier is not None:
+            return Ledger(RedisBackend(redis_tier.client, prefix=redis_tier.prefix))
+        if self.ledger == "redis":
+            raise ConfigError("FLOWCACHE_LEDGER=redis needs a redis tier in FLOWCACHE_STORE "
+                              "(or give the ledger its own redis:// URL)")
+        if self.ledger.split("://", 1)[0] in ("redis", "rediss", "unix"):
+            spec = TierSpec.parse(self.ledger)
+            tier = build_tier(spec, {})
+            return Ledger(RedisBackend(tier.client, prefix=tier.prefix))
+        if self.ledger in ("auto", "sqlite"):
+            return Ledger(SQLiteBackend(default_cache_dir() / "ledger.sqlite3"))
+        path = self.ledger.removeprefix("sqlite://")
+        return Ledger(SQLiteBackend(Path(path).expanduser()))
 
     def _locks(self, tiers: list[Any]) -> Locks | None:
         if self.locks == "thread":
@@ -248,8 +300,12 @@ _DEFAULT_LOCK = threading.Lock()
 
 
 def default_store() -> TieredStore:
-    """The process-wide store built from the environment (built once, on first use)."""
+    """The store in effect: ``use_store``'s, else the process-wide one built from the
+    environment (built once, on first use)."""
     global _DEFAULT
+    current = _CURRENT.get()
+    if current is not None:
+        return current
     if _DEFAULT is None:
         with _DEFAULT_LOCK:
             if _DEFAULT is None:
@@ -262,6 +318,49 @@ def set_default_store(store: TieredStore | None) -> None:
     global _DEFAULT, _FINGERPRINTER
     _DEFAULT = store
     _FINGERPRINTER = None
+
+
+_CURRENT: ContextVar[TieredStore | None] = ContextVar("flowcache_store", default=None)
+_USER_STORES: dict[tuple[str, bytes, tuple[str, ...]], TieredStore] = {}
+
+
+@contextlib.contextmanager
+def use_store(store: TieredStore) -> Iterator[TieredStore]:
+    """Make ``store`` the default (what ``cache()`` uses) for the code inside the block.
+
+    A context variable: it follows the code into Prefect's task threads and asyncio tasks
+    started inside the block, and leaves other threads and flows alone.
+    """
+    token = _CURRENT.set(store)
+    try:
+        yield store
+    finally:
+        _CURRENT.reset(token)
+
+
+def store_for_user(user: str, *, signing_key: bytes | None = None,
+                   config: StoreConfig | None = None) -> TieredStore:
+    """The environment's store as ``user`` (their namespace and key), built once per user."""
+    base = config or getattr(default_store(), "config", None) or StoreConfig.from_env()
+    wanted = base.for_user(user, signing_key)
+    slot = (wanted.user, wanted.signing_key, wanted.tiers)
+    with _DEFAULT_LOCK:
+        store = _USER_STORES.get(slot)
+        if store is None:
+            store = _USER_STORES[slot] = wanted.build()
+    return store
+
+
+@contextlib.contextmanager
+def flowcache_user(user: str, *, signing_key: bytes | None = None) -> Iterator[TieredStore]:
+    """Cache as ``user`` inside the block: ``with flowcache_user("alice"): pipeline()``.
+
+    The key is ``signing_key`` or ``<keys dir>/<user>.key``; the tiers and their credentials
+    stay the environment's. A tenant confined by Redis ACLs runs with their own
+    ``FLOWCACHE_STORE`` instead (per deployment: see docs/operators.md).
+    """
+    with use_store(store_for_user(user, signing_key=signing_key)) as store:
+        yield store
 
 
 _FINGERPRINTER: Fingerprinter | None = None

@@ -1,0 +1,431 @@
+"""The ledger: an append-only log of what happened to each user's entries, for billing.
+
+Four kinds of event, each stamped by the ledger's clock: ``write`` (a frame entered a tier:
+bytes, owner, flow run, flow, task), ``remove`` (it left: ``deleted``, ``purged``, ``evicted``,
+``expired``, ``cleared``, ``vanished``...), ``hit`` (with the compute seconds it saved) and
+``miss``. :mod:`flowcache.billing` folds them into residencies and byte-seconds.
+
+Events come from three places, because no single one sees everything:
+
+* the store's listener seam (:class:`LedgerListener`): writes, deletes, purges, hits, misses;
+* the memory tier's ``on_remove`` callback: its LRU evictions, which the store never sees;
+* Redis, which evicts and expires silently: :func:`watch_evictions` turns its keyspace
+  notifications (``notify-keyspace-events Exe``, an operator's setting) into removals as they
+  happen, and :meth:`Ledger.reconcile` (run by ``flowcache gc``) ends the residencies whose copy
+  is gone, for whatever the watcher missed.
+
+Backends: SQLite (the embedded default, a file under the user's cache dir, shared by the
+user's processes) or a Redis stream per user (``flowcache:ledger:{alice}``, append-only for the
+tenant). The clock is injectable so that tests control time; in production it must be the
+wall clock (entries' expiry times are wall-clock times).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from flowcache.billing import (
+    EVENT_FIELDS,
+    Event,
+    Residency,
+    event_from_fields,
+    open_residencies,
+)
+from flowcache.entry import Header
+from flowcache.events import StoreListener
+
+log = logging.getLogger("flowcache.ledger")
+
+class LedgerBackend(Protocol):
+    def append(self, events: Sequence[Event]) -> None: ...
+
+    def events(self, user: str) -> Iterator[Event]:
+        """``user``'s events in arrival order (``seq`` set)."""
+
+    def users(self) -> list[str]: ...
+
+    def close(self) -> None: ...
+
+
+class SQLiteBackend:
+    """One table in a SQLite file (WAL), shared by every process of the user on this host."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path).expanduser()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():  # never share one across a fork
+            conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False,
+                                   isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY "
+                         f"AUTOINCREMENT, {', '.join(EVENT_FIELDS)})")
+            conn.execute("CREATE INDEX IF NOT EXISTS events_user ON events (user, seq)")
+            self._conn, self._pid = conn, os.getpid()
+        return self._conn
+
+    def append(self, events: Sequence[Event]) -> None:
+        marks = ", ".join("?" for _ in EVENT_FIELDS)
+        with self._lock:
+            self._connection().executemany(
+                f"INSERT INTO events ({', '.join(EVENT_FIELDS)}) VALUES ({marks})",
+                [tuple(event.fields().values()) for event in events])
+
+    def events(self, user: str) -> Iterator[Event]:
+        with self._lock:
+            rows = self._connection().execute(
+                f"SELECT seq, {', '.join(EVENT_FIELDS)} FROM events WHERE user = ? ORDER BY seq",
+                (user,)).fetchall()
+        for seq, *values in rows:
+            yield event_from_fields(dict(zip(EVENT_FIELDS, values, strict=True)), seq)
+
+    def users(self) -> list[str]:
+        with self._lock:
+            rows = self._connection().execute("SELECT DISTINCT user FROM events").fetchall()
+        return sorted(row[0] for row in rows)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    def describe(self) -> str:
+        return f"sqlite {self.path}"
+
+
+class RedisBackend:
+    """A stream per user, ``<prefix>ledger:{<user>}``: tenants may append and read, not trim."""
+
+    def __init__(self, client: Any, *, prefix: str = "flowcache:") -> None:
+        self.client = client
+        self.prefix = prefix
+
+    def key(self, user: str) -> str:
+        return f"{self.prefix}ledger:{{{user}}}"
+
+    def append(self, events: Sequence[Event]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for event in events:
+            pipe.xadd(self.key(event.user), {k: _wire(v) for k, v in event.fields().items()
+                                             if v is not None and v != ""})
+        pipe.execute()
+
+    def events(self, user: str) -> Iterator[Event]:
+        start, seq = "-", 0
+        while True:
+            batch = self.client.xrange(self.key(user), min=start, count=1000)
+            for _stream_id, raw in batch:
+                seq += 1
+                yield event_from_fields({_text(k): _text(v) for k, v in raw.items()}, seq)
+            if len(batch) < 1000:
+                return
+            start = "(" + _text(batch[-1][0])
+
+    def users(self) -> list[str]:
+        start = len(self.prefix) + len("ledger:{")
+        keys = self.client.scan_iter(match=f"{self.prefix}ledger:{{*}}", count=1000)
+        return sorted({_text(key)[start:-1] for key in keys})
+
+    def close(self) -> None:
+        return None  # the client belongs to whoever made it (usually the Redis tier)
+
+    def describe(self) -> str:
+        return f"redis stream {self.prefix}ledger:{{<user>}}"
+
+
+def _wire(value: Any) -> str | int | float:
+    return value if isinstance(value, (int, float)) else str(value)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Ledger:
+    """Records events, in order, into a backend; never raises into the caller.
+
+    ``record`` only queues (a memory-tier hit must stay cheap); a writer thread delivers the
+    queue in batches every ``flush_every`` seconds, and ``flush`` (also run by ``events`` and
+    at exit) delivers it now. If the backend fails, the events stay queued and the backend is
+    retried with backoff; beyond ``max_pending`` queued events the oldest are dropped and
+    counted in ``dropped``. What a process had queued is lost only if it dies mid-outage.
+    """
+
+    def __init__(self, backend: LedgerBackend, *, clock: Callable[[], float] = time.time,
+                 flush_every: float = 0.5, max_pending: int = 100_000,
+                 backoff_cap: float = 30.0) -> None:
+        self.backend = backend
+        self.clock = clock
+        self.flush_every = flush_every
+        self.max_pending = max_pending
+        self.backoff_cap = backoff_cap
+        self.dropped = 0
+        self._failures = 0
+        self._retry_at = 0.0
+        self._reset()
+        me = weakref.ref(self)
+        atexit.register(lambda: (me() or _Absent).flush())
+        os.register_at_fork(after_in_child=lambda: (me() or _Absent)._reset())
+
+    def _reset(self) -> None:
+        """Fresh state (also in a forked child: the parent's queue and writer are not ours)."""
+        self._pending: list[Event] = []
+        self._lock = threading.Lock()
+        self._delivering = threading.Lock()
+        self._wake = threading.Event()
+        self._writer: threading.Thread | None = None
+
+    # -- recording ----------------------------------------------------------------------------
+    def record(self, *events: Event) -> None:
+        with self._lock:
+            self._pending.extend(events)
+            over = len(self._pending) - self.max_pending
+            if over > 0:
+                del self._pending[:over]
+                self.dropped += over
+            if len(self._pending) >= 1000:
+                self._wake.set()  # a burst: deliver it without waiting out the interval
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_forever, daemon=True,
+                                                name="flowcache-ledger-writer")
+                self._writer.start()
+
+    def flush(self) -> bool:
+        """Deliver the queued events now; False if the backend refused them (still queued)."""
+        with self._delivering:
+            with self._lock:
+                batch, self._pending = self._pending, []
+            if not batch:
+                return True
+            try:
+                self.backend.append(batch)
+            except Exception as exc:
+                with self._lock:
+                    self._pending[:0] = batch
+                self._failures += 1
+                self._retry_at = time.monotonic() + min(self.backoff_cap,
+                                                        0.5 * 2 ** (self._failures - 1))
+                if self._failures == 1:
+                    log.warning("the ledger (%s) cannot record events (%s); keeping them "
+                                "queued and retrying", _describe(self.backend), exc)
+                return False
+            if self._failures:
+                log.warning("the ledger (%s) records again", _describe(self.backend))
+                self._failures = 0
+            return True
+
+    def _write_forever(self) -> None:
+        while True:
+            self._wake.wait(self.flush_every)
+            self._wake.clear()
+            if self._failures and time.monotonic() < self._retry_at:
+                continue
+            self.flush()
+
+    def wrote(self, user: str, tier: str, name: str, nbytes: int, header: Header | None = None,
+              *, proc: str = "") -> None:
+        meta = header.meta if header is not None else {}
+        expires = header.expires_at if header is not None and tier == "redis" else None
+        self.record(Event(self.clock(), "write", user, tier, name, int(nbytes),
+                          run=str(meta.get("run") or ""), flow=str(meta.get("flow") or ""),
+                          task=str(meta.get("task") or ""), expires=expires, proc=proc))
+
+    def removed(self, user: str, tier: str, name: str, reason: str, *, proc: str = "",
+                before: float | None = None) -> None:
+        self.record(Event(self.clock(), "remove", user, tier, name, reason=reason, proc=proc,
+                          before=before))
+
+    def hit(self, user: str, tier: str, key: str, header: Header) -> None:
+        meta = header.meta
+        self.record(Event(self.clock(), "hit", user, tier, key, int(header.size),
+                          run=str(meta.get("run") or ""), flow=str(meta.get("flow") or ""),
+                          task=str(meta.get("task") or ""),
+                          seconds=float(meta.get("compute_seconds") or 0.0)))
+
+    def missed(self, user: str, key: str) -> None:
+        self.record(Event(self.clock(), "miss", user, name=key))
+
+    # -- reading ------------------------------------------------------------------------------
+    def events(self, user: str) -> list[Event]:
+        """``user``'s events in the order they were recorded (this process's queue first
+        delivered)."""
+        self.flush()
+        return list(self.backend.events(user))
+
+    def users(self) -> list[str]:
+        self.flush()
+        return self.backend.users()
+
+    # -- wiring -------------------------------------------------------------------------------
+    def attach(self, store: Any) -> LedgerListener:
+        """Record ``store``'s events (and its memory tiers' evictions) in this ledger."""
+        listener = LedgerListener(self, store)
+        store.add_listener(listener)
+        _LEDGERS[store] = self
+        return listener
+
+    def reconcile(self, store: Any) -> list[Residency]:
+        """End the residencies of ``store``'s user whose copy is gone; return them.
+
+        Covers what no event reported: Redis evictions and expiries missed by the watcher,
+        hot copies removed behind the store's back (``gc``'s orphan sweep), objects deleted
+        outside flowcache, and memory copies of processes on this host that have died.
+        A residency that began after the ledger was read is never ended here.
+        """
+        user = store.identity.user
+        checked_at = self.clock()
+        open_now = open_residencies(self.events(user))
+        present: dict[str, set[str]] = {}
+        for tier in store.tiers:
+            if tier.name != "memory":
+                present[tier.name] = set(tier.scan(f"{store.namespace}/"))
+        host = socket.gethostname()
+        ended = []
+        for residency in open_now:
+            if residency.proc:
+                proc_host, _, pid = residency.proc.rpartition(":")
+                if proc_host != host or _pid_alive(int(pid or 0)):
+                    continue
+                self.removed(user, residency.tier, residency.name, "process-exit",
+                             proc=residency.proc, before=checked_at)
+            elif residency.tier in present and residency.name not in present[residency.tier]:
+                self.removed(user, residency.tier, residency.name, "vanished",
+                             before=checked_at)
+            else:
+                continue
+            ended.append(residency)
+        return ended
+
+    def close(self) -> None:
+        self.flush()
+        self.backend.close()
+
+
+class _Absent:
+    """Stands in for a ledger that was garbage-collected before exit or fork."""
+
+    @staticmethod
+    def flush() -> bool:
+        return True
+
+    @staticmethod
+    def _reset() -> None:
+        return None
+
+
+_LEDGERS: weakref.WeakKeyDictionary[Any, Ledger] = weakref.WeakKeyDictionary()
+
+
+def ledger_of(store: Any) -> Ledger | None:
+    """The ledger ``store`` records into, if one was attached."""
+    return _LEDGERS.get(store)
+
+
+def _describe(backend: Any) -> str:
+    describe = getattr(backend, "describe", None)
+    return describe() if describe else type(backend).__name__
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LedgerListener(StoreListener):
+    """One store's events, as its user's, into a ledger.
+
+    Memory tiers report their own removals (LRU evictions included) through ``on_remove``, so
+    the store's removal events for them are skipped here (they would end the same residency
+    twice). Their copies die with the process: at exit, the open ones are ended.
+    """
+
+    def __init__(self, ledger: Ledger, store: Any) -> None:
+        self.ledger = ledger
+        self.user = store.identity.user
+        self.proc = this_process()
+        self._local: set[str] = set()
+        self._held: set[tuple[str, str]] = set()
+        self._held_lock = threading.Lock()
+        for tier in store.hot:
+            if hasattr(tier, "on_remove") and tier.name == "memory":
+                self._hook(tier)
+        if self._local:
+            finalizer = weakref.WeakMethod(self.process_exit)
+            atexit.register(lambda: (finalizer() or (lambda: None))())
+
+    def _hook(self, tier: Any) -> None:
+        previous = tier.on_remove
+        name = tier.name
+
+        def removed(entry: str, nbytes: int, reason: str) -> None:
+            if previous is not None:
+                previous(entry, nbytes, reason)
+            with self._held_lock:
+                self._held.discard((name, entry))
+            self.ledger.removed(self.user, name, entry, reason, proc=self.proc)
+
+        tier.on_remove = removed
+        self._local.add(name)
+
+    def on_write(self, name: str, tier: str, header: Header, nbytes: int) -> None:
+        proc = ""
+        if tier in self._local:
+            proc = self.proc
+            with self._held_lock:
+                self._held.add((tier, name))
+        self.ledger.wrote(self.user, tier, name, nbytes, header, proc=proc)
+
+    def on_remove(self, name: str, tier: str, nbytes: int | None, reason: str) -> None:
+        if tier not in self._local:
+            self.ledger.removed(self.user, tier, name, reason)
+
+    def on_hit(self, key: str, tier: str, header: Header) -> None:
+        self.ledger.hit(self.user, tier, key, header)
+
+    def on_miss(self, key: str) -> None:
+        self.ledger.missed(self.user, key)
+
+    def process_exit(self) -> None:
+        """End the residencies of this process's memory copies (they die with it)."""
+        with self._held_lock:
+            held, self._held = self._held, set()
+        for tier, name in sorted(held):
+            self.ledger.removed(self.user, tier, name, "process-exit", proc=self.proc)
+
+
+def watch_evictions(client: Any, ledger: Ledger, *, prefix: str = "flowcache:") -> Any:
+    """A :class:`~flowcache.tiers.redis.KeyspaceWatcher` ending Redis residencies in ``ledger``
+    as Redis evicts or expires them (call ``start()`` then ``run()``, or ``run_in_thread()``)."""
+    from flowcache.tiers.redis import KeyspaceWatcher
+
+    def dropped(name: str, reason: str) -> None:
+        ledger.removed(name.partition("/")[0], "redis", name, reason)
+
+    return KeyspaceWatcher(client, dropped, prefix=prefix)
