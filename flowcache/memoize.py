@@ -25,6 +25,7 @@ from flowcache.fingerprints import FileRef, Fingerprinter
 from flowcache.keys import PROVENANCE, content_key, hash_inputs
 from flowcache.lifecycle import RunTracker
 from flowcache.lifetimes import KEEP, FlowScoped, Lifetime, parse_lifetime
+from flowcache.manifest import RETURN, OutputCall, output_location
 from flowcache.runstats import RUN_STATS, RunStats
 from flowcache.store import TieredStore
 
@@ -42,6 +43,7 @@ class CacheOptions:
     serializer: str | None = None
     files: frozenset[str] = frozenset()
     fingerprinter: Fingerprinter | None = None
+    outputs: frozenset[str] = frozenset()  # parameters (or "return") naming files it writes
 
     @classmethod
     def parse(cls, *, lifetime: Lifetime | str | float | timedelta | None = None,
@@ -49,15 +51,19 @@ class CacheOptions:
               key_fn: Callable[..., Any] | None = None, refresh: bool = False,
               store: TieredStore | None = None, version: str | None = None,
               serializer: str | None = None, files: Iterable[str] = (),
-              fingerprinter: Fingerprinter | None = None) -> CacheOptions:
+              fingerprinter: Fingerprinter | None = None,
+              outputs: Iterable[str] = ()) -> CacheOptions:
         if keep and lifetime is not None:
             raise TypeError("give either keep=True or lifetime=..., not both")
-        if isinstance(exclude, str) or isinstance(files, str):
-            raise TypeError("exclude= and files= take a list of parameter names")
+        if isinstance(exclude, str) or isinstance(files, str) or isinstance(outputs, str):
+            raise TypeError("exclude=, files= and outputs= take a list of parameter names")
+        if set(files) & set(outputs):
+            raise TypeError("a parameter is an input file (files=) or an output (outputs=), "
+                            f"not both: {', '.join(sorted(set(files) & set(outputs)))}")
         return cls(lifetime=KEEP if keep else parse_lifetime(lifetime),
                    exclude=frozenset(exclude), key_fn=key_fn, refresh=refresh, store=store,
                    version=version, serializer=serializer, files=frozenset(files),
-                   fingerprinter=fingerprinter)
+                   fingerprinter=fingerprinter, outputs=frozenset(outputs))
 
     def resolve_store(self) -> TieredStore:
         return self.store if self.store is not None else default_store()
@@ -95,10 +101,12 @@ class Memoizer:
 
     def __post_init__(self) -> None:
         self._signature = inspect.signature(self.fn)
-        unknown = (self.options.exclude | self.options.files) - set(self._signature.parameters)
+        unknown = (self.options.exclude | self.options.files
+                   | (self.options.outputs - {RETURN})) - set(self._signature.parameters)
         if unknown:
             raise TypeError(f"{getattr(self.fn, '__qualname__', self.fn)} has no parameter(s) "
-                            f"{', '.join(sorted(unknown))} (named in exclude= or files=)")
+                            f"{', '.join(sorted(unknown))} (named in exclude=, files= or "
+                            "outputs=)")
 
     def arguments(self, args: tuple, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         bound = self._signature.bind(*args, **kwargs)
@@ -120,6 +128,8 @@ class Memoizer:
                 inputs = {name: (FileRef(value) if name in options.files
                                  and isinstance(value, str) else value)
                           for name, value in arguments.items() if name not in options.exclude}
+                for name in options.outputs & inputs.keys():  # where it writes, not what is there
+                    inputs[name] = output_location(inputs[name])
             digest = hash_inputs(inputs, fingerprinter=options.resolve_fingerprinter())
         except UnhashableInput as exc:
             raise UnhashableInput(exc.param, exc.value_type, task=context.task_name,
@@ -146,10 +156,21 @@ class Memoizer:
             if isinstance(lifetime, FlowScoped) and lifetime.run_id:
                 tracker_for(store).record(lifetime.run_id, key)
 
+        compute = compute or (lambda: self.fn(*args, **kwargs))
+        outputs = None
+        if self.options.outputs:
+            outputs = OutputCall.begin(self.options.outputs, self.arguments(args, kwargs),
+                                       files=self.options.files, exclude=self.options.exclude,
+                                       fingerprinter=self.options.resolve_fingerprinter())
+            compute = outputs.timed(compute)
         outcome = store.get_or_compute(
-            key, compute or (lambda: self.fn(*args, **kwargs)), lifetime=lifetime, meta=meta,
+            key, compute, lifetime=lifetime, meta=meta,
             serializer=self.options.serializer, refresh=self.options.refresh,
             before_write=before_write)
+        if outputs is not None and not outcome.hit:
+            outputs.finish(outcome.value, key=key, nbytes=outcome.header.size,
+                           workflow=context.flow_name or context.task_name,
+                           task=context.task_name, run_id=context.run_id)
         seconds = time.perf_counter() - started
         PROVENANCE.remember(outcome.value, key)
         stats = self._stats(context)

@@ -48,7 +48,8 @@ def cache(*, lifetime: Lifetime | str | float | timedelta | None = None,
           key_fn: Callable[..., Any] | None = None, refresh: bool = False,
           store: TieredStore | None = None, version: str | None = None,
           serializer: str | None = None, files: Iterable[str] = (),
-          fingerprinter: Fingerprinter | None = None) -> Callable[[F], F]: ...
+          fingerprinter: Fingerprinter | None = None,
+          outputs: Iterable[str] = ()) -> Callable[[F], F]: ...
 
 
 def cache(__fn: Any = None, **options: Any) -> Any:
@@ -66,6 +67,9 @@ def cache(__fn: Any = None, **options: Any) -> Any:
         version: bump it to invalidate results when something outside the code changed.
         serializer: ``"cloudpickle"`` (default for non-bytes), ``"pickle"``, ``"raw"``...
         files: ``str`` parameters holding file paths or URLs, keyed by the file's version.
+        outputs: parameters holding the paths of files the task writes (or ``"return"``, for
+            returned paths). When the task runs, each file's directory manifest records the
+            run (see ``flowcache runs DIR``); they are keyed by path, not by content.
     """
     parsed = CacheOptions.parse(**options)
 

@@ -1,0 +1,289 @@
+"""Run manifests: one JSON file per output directory, saying which run made each file, from what.
+
+``<dir>/.flowcache-manifest.json``::
+
+    {"format": 1,
+     "workflows": {"pipeline": {"report.csv": {
+         "task": "summarize", "run": "<flow run id>", "config": {"threshold": 0.5},
+         "result": {"key": "ab12...", "type": "dict", "bytes": 812},
+         "started": "2026-11-03T10:15:02.123456+00:00", "finished": "...",
+         "inputs": {"/data/raw.csv": ["file", "/data/raw.csv", 1024, 1730628...]},
+         "output": ["file", "/out/report.csv", 2048, 1730628...]}}}}
+
+Many processes may finish in one directory at once, so an update is a read-modify-write under
+an exclusive ``flock`` on a lock file beside the manifest (not on the manifest itself, whose
+inode each update replaces), and the new version is written to a temporary file, fsynced and
+renamed over the old one: no update is lost, and a reader (who takes no lock) sees the old
+version or the new one, never a torn file.
+
+An entry is *stale* when an input's fingerprint (:mod:`flowcache.fingerprints`) differs from
+the one recorded before the task ran: the file was produced from inputs that have changed since.
+Only local directories have manifests (``flock`` and rename are local-filesystem guarantees).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowcache.errors import FlowcacheError
+from flowcache.fingerprints import FileRef, Fingerprinter, split_protocol
+
+log = logging.getLogger("flowcache.manifest")
+
+MANIFEST_NAME = ".flowcache-manifest.json"
+LOCK_NAME = ".flowcache-manifest.lock"
+FORMAT = 1
+RETURN = "return"  # in cache(outputs=[...]): the task's return value holds the output path(s)
+_CONFIG_REPR = 200
+
+
+class ManifestError(FlowcacheError, ValueError):
+    """A manifest file exists but cannot be read as one."""
+
+
+def manifest_path(directory: str | os.PathLike[str]) -> Path:
+    return Path(directory) / MANIFEST_NAME
+
+
+def read(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The directory's manifest (an empty one if there is none); takes no lock."""
+    path = manifest_path(directory)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {"format": FORMAT, "workflows": {}}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{path} is not valid JSON ({exc}); fix or remove it") from None
+    if not isinstance(data, dict) or not isinstance(data.get("workflows"), dict):
+        raise ManifestError(f"{path} is not a flowcache manifest (no 'workflows' table)")
+    return data
+
+
+@contextlib.contextmanager
+def locked(directory: str | os.PathLike[str]) -> Iterator[Path]:
+    """Hold the directory's manifest lock (released by the kernel if the holder dies)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield manifest_path(directory)
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def update(directory: str | os.PathLike[str], workflow: str,
+           files: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Record ``files`` (name relative to ``directory`` -> entry) under ``workflow``."""
+    if not workflow:
+        raise ValueError("a manifest entry needs a workflow name")
+    with locked(directory) as path:
+        data = read(directory)
+        data["format"] = FORMAT
+        data["workflows"].setdefault(workflow, {}).update(
+            {name: dict(entry) for name, entry in files.items()})
+        _replace(path, data)
+    return data
+
+
+def _replace(path: Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        with open(tmp, "w") as handle:
+            json.dump(data, handle, indent=1, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the rename itself survives a crash
+    finally:
+        os.close(fd)
+
+
+# -- checking -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ManifestRow:
+    workflow: str
+    file: str
+    entry: Mapping[str, Any]
+    status: str  # ok | stale | missing (the output is gone) | modified (output changed since)
+    reasons: tuple[str, ...] = ()
+
+
+def check(directory: str | os.PathLike[str], fingerprinter: Fingerprinter | None = None
+          ) -> list[ManifestRow]:
+    """Every entry of the directory's manifest, with its status against the files now."""
+    fingerprinter = fingerprinter or Fingerprinter()
+    rows = []
+    for workflow, files in sorted(read(directory)["workflows"].items()):
+        for name, entry in sorted(files.items()):
+            status, reasons = _status(Path(directory), name, entry, fingerprinter)
+            rows.append(ManifestRow(workflow, name, entry, status, tuple(reasons)))
+    return rows
+
+
+def _status(directory: Path, name: str, entry: Mapping[str, Any],
+            fingerprinter: Fingerprinter) -> tuple[str, list[str]]:
+    changed = [f"input {ref} changed" for ref, recorded in sorted(entry.get("inputs", {}).items())
+               if _jsonable(fingerprinter.fingerprint(_ref(ref))) != recorded]
+    if changed:
+        return "stale", changed
+    output = directory / name
+    if not output.exists():
+        return "missing", [f"{name} no longer exists"]
+    recorded = entry.get("output")
+    if recorded is not None and _jsonable(fingerprinter.fingerprint(output)) != recorded:
+        return "modified", [f"{name} changed after the run finished"]
+    return "ok", []
+
+
+def _ref(text: str) -> Path | FileRef:
+    return FileRef(text) if "://" in text else Path(text)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+# -- recording a cached call ----------------------------------------------------------------------
+@dataclass
+class OutputCall:
+    """One call of a task with declared outputs: what to write to manifests when it finishes.
+
+    Made before the task runs (so input fingerprints are those the result was computed from)
+    and finished after a miss (a hit ran nothing, so the files it names were not rewritten).
+    """
+
+    outputs: frozenset[str]
+    arguments: Mapping[str, Any]
+    inputs: dict[str, Any]
+    config: dict[str, Any]
+    fingerprinter: Fingerprinter
+    started: float | None = None
+    finished: float | None = None
+    written: list[Path] = field(default_factory=list)
+
+    @classmethod
+    def begin(cls, outputs: frozenset[str], arguments: Mapping[str, Any], *,
+              files: Iterable[str] = (), exclude: Iterable[str] = (),
+              fingerprinter: Fingerprinter) -> OutputCall:
+        inputs: dict[str, Any] = {}
+        config: dict[str, Any] = {}
+        files, skip = set(files), set(exclude) | set(outputs)
+        for name, value in arguments.items():
+            if name in skip:
+                continue
+            refs = _file_refs(value, as_file=name in files)
+            if refs:
+                for ref in refs:
+                    inputs[_ref_text(ref)] = _jsonable(fingerprinter.fingerprint(ref))
+            else:
+                config[name] = _config_value(value)
+        return cls(frozenset(outputs), arguments, inputs, config, fingerprinter)
+
+    def timed(self, compute: Callable[[], Any]) -> Callable[[], Any]:
+        """``compute``, noting when it started and finished (wall clock, for the manifest)."""
+        def run() -> Any:
+            self.started = _now()
+            try:
+                return compute()
+            finally:
+                self.finished = _now()
+        return run
+
+    def finish(self, value: Any, *, key: str, nbytes: int, workflow: str, task: str,
+               run_id: str | None) -> list[Path]:
+        """Update the manifest of every directory an output landed in; return them."""
+        paths = []
+        for name in sorted(self.outputs):
+            source = value if name == RETURN else self.arguments.get(name)
+            for ref in _file_refs(source, as_file=True):
+                protocol, local = split_protocol(ref.url if isinstance(ref, FileRef)
+                                                 else os.fspath(ref))
+                if protocol != "file":
+                    log.info("no manifest for %s: only local directories keep one", ref)
+                    continue
+                paths.append(Path(local))
+        by_directory: dict[Path, dict[str, dict[str, Any]]] = {}
+        result = {"key": key, "type": type(value).__name__, "bytes": nbytes}
+        for path in paths:
+            path = path.absolute()
+            entry = {"task": task, "run": run_id, "config": self.config, "result": result,
+                     "started": _iso(self.started), "finished": _iso(self.finished),
+                     "inputs": self.inputs,
+                     "output": _jsonable(self.fingerprinter.fingerprint(path))}
+            by_directory.setdefault(path.parent, {})[path.name] = entry
+        for directory, files in sorted(by_directory.items()):
+            try:
+                update(directory, workflow, files)
+            except (OSError, ManifestError) as exc:  # the result is stored: do not fail it
+                log.error("could not update the run manifest of %s: %s", directory, exc)
+                continue
+            self.written.append(directory)
+        return self.written
+
+
+def output_location(value: Any) -> Any:
+    """What an output parameter contributes to the content key: where the task writes (the
+    path's text), never the fingerprint of what is there now (that changes by running it)."""
+    if isinstance(value, list):
+        return [output_location(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(output_location(item) for item in value)
+    if isinstance(value, FileRef):
+        return value.url
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def _file_refs(value: Any, *, as_file: bool) -> list[Any]:
+    """File references in ``value``: paths, FileRefs, and (``as_file``) strings; one level of
+    list/tuple."""
+    if isinstance(value, (list, tuple)):
+        found = [_file_refs(item, as_file=as_file) for item in value]
+        return [ref for refs in found for ref in refs] if all(found) and found else []
+    if isinstance(value, FileRef):
+        return [value]
+    if isinstance(value, os.PathLike):
+        return [Path(os.fspath(value))]
+    if as_file and isinstance(value, str):
+        return [FileRef(value) if "://" in value else Path(value)]
+    return []
+
+
+def _ref_text(ref: Any) -> str:
+    return ref.url if isinstance(ref, FileRef) else str(Path(ref).absolute())
+
+
+def _config_value(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    text = repr(value)
+    return text if len(text) <= _CONFIG_REPR else text[:_CONFIG_REPR - 3] + "..."
+
+
+def _now() -> float:
+    return dt.datetime.now(dt.UTC).timestamp()
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat()
