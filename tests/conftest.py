@@ -171,3 +171,42 @@ def default_store_of():
 
     yield install
     set_default_store(None)
+
+
+# -- time, tenants (appended for the access, ledger and billing tests) --------------------------
+class FakeClock:
+    """A clock the test moves by hand: ``clock()`` is now, ``clock.advance(s)`` moves it."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def tenant_redis(own_redis):
+    """A redis-server of the test's own (ACL users outlive FLUSHALL), with its admin client and
+    a function making tenants: ``tenant("alice")`` -> (RedisTenant, their client URL)."""
+    import redis
+
+    from flowcache.access import provision_redis_user
+
+    admin = redis.Redis.from_url(own_redis.url)
+
+    def tenant(user: str):
+        made = provision_redis_user(admin, user)
+        url = f"redis://{made.acl_user}:{made.password}@127.0.0.1:{own_redis.port}/0"
+        return made, url
+
+    yield own_redis, admin, tenant
+    admin.close()
