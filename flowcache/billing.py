@@ -125,8 +125,10 @@ def residencies(events: Iterable[Event]) -> list[Residency]:
     return done
 
 
-def open_residencies(events: Iterable[Event]) -> list[Residency]:
-    return [r for r in residencies(events) if r.open]
+def open_residencies(events: Iterable[Event], now: float | None = None) -> list[Residency]:
+    """Copies no event has ended (and, given ``now``, whose tier has not expired them)."""
+    return [r for r in residencies(events)
+            if r.open and (now is None or r.expires is None or r.expires > now)]
 
 
 @dataclass

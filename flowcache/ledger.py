@@ -294,7 +294,7 @@ class Ledger:
         """
         user = store.identity.user
         checked_at = self.clock()
-        open_now = open_residencies(self.events(user))
+        open_now = open_residencies(self.events(user), now=checked_at)
         present: dict[str, set[str]] = {}
         for tier in store.tiers:
             if tier.name != "memory":

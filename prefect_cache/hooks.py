@@ -7,8 +7,10 @@
 
 ``purge_intermediates`` deletes every entry written with ``lifetime="flow"`` during the run,
 from every tier and whichever process wrote it, then logs one line of statistics and publishes
-them as a table artifact on the flow run. Hooks are best effort (a killed process runs none):
-``flowcache gc`` purges what such runs left.
+them as a table artifact on the flow run. When the store keeps a ledger, the report adds what
+the run's cache entries have cost so far (byte-hours, by task and in total) and the bytes the run
+added to the durable tier. Hooks are best effort (a killed process runs none): ``flowcache gc``
+purges what such runs left.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from flowcache.billing import RunUsage, run_usage
 from flowcache.config import default_store
+from flowcache.ledger import ledger_of
 from flowcache.lifecycle import PurgeReport
 from flowcache.memoize import stores_with_runs, tracker_for
 from flowcache.runstats import RUN_STATS, RunStats
@@ -35,12 +39,35 @@ def purge_intermediates(flow: Any, flow_run: Any, state: Any) -> None:
             log.error("could not purge the intermediates of run %s from %s: %s", run_id,
                       store.describe(), exc)
     stats = RUN_STATS.pop(run_id)
-    _report(flow_run, state, stats, report)
+    _report(flow_run, state, stats, report, _usage(run_id))
 
 
 def report_cache_stats(flow: Any, flow_run: Any, state: Any) -> None:
     """Flow hook: only report the run's statistics (for flows without flow-scoped entries)."""
-    _report(flow_run, state, RUN_STATS.pop(str(flow_run.id)), None)
+    run_id = str(flow_run.id)
+    _report(flow_run, state, RUN_STATS.pop(run_id), None, _usage(run_id))
+
+
+def _usage(run_id: str) -> RunUsage | None:
+    """What the run's entries cost so far, from the ledgers of the stores it used."""
+    total: RunUsage | None = None
+    seen: set[tuple[int, str]] = set()
+    for store in _stores():
+        ledger = ledger_of(store)
+        if ledger is None or (id(ledger), store.identity.user) in seen:
+            continue
+        seen.add((id(ledger), store.identity.user))
+        try:
+            usage = run_usage(ledger.events(store.identity.user), run_id, until=ledger.clock(),
+                              durable=store.durable.name)
+        except Exception as exc:  # the ledger's backend is down: report without it
+            log.warning("could not read the flowcache ledger (%s): %s", store.describe(), exc)
+            continue
+        if total is None:
+            total = usage
+        else:
+            total.add(usage)
+    return total
 
 
 def cache_hooks() -> dict[str, list[Any]]:
@@ -61,7 +88,8 @@ def _stores() -> list[Any]:
     return stores if any(s is default for s in stores) else [*stores, default]
 
 
-def _report(flow_run: Any, state: Any, stats: RunStats, purged: PurgeReport | None) -> None:
+def _report(flow_run: Any, state: Any, stats: RunStats, purged: PurgeReport | None,
+            usage: RunUsage | None = None) -> None:
     from prefect.logging import get_run_logger
 
     try:
@@ -71,6 +99,9 @@ def _report(flow_run: Any, state: Any, stats: RunStats, purged: PurgeReport | No
     line = stats.summary()
     if purged is not None:
         line += f"; purged {purged.entries} intermediates ({purged.bytes:,} bytes)"
+    if usage is not None:
+        line += (f"; {usage.byte_hours:.6g} byte-hours so far, {usage.bytes_added:,} cache "
+                 "bytes added")
     logger.info(line)
     rows = [{"task": task, "hits": int(row["hits"]), "misses": int(row["misses"]),
              "bytes written": int(row["bytes_written"]),
@@ -79,10 +110,20 @@ def _report(flow_run: Any, state: Any, stats: RunStats, purged: PurgeReport | No
     rows.append({"task": "TOTAL", "hits": stats.hits, "misses": stats.misses,
                  "bytes written": stats.bytes_written,
                  "seconds saved": round(stats.seconds_saved, 3)})
+    if usage is not None:
+        for row in rows[:-1]:
+            row["byte-hours"] = usage.by_task.get(row["task"], 0.0) / 3600.0
+        rows[-1]["byte-hours"] = usage.byte_hours
+        rows[-1]["cache bytes added"] = usage.bytes_added
     description = (f"flowcache statistics for run {flow_run.name or flow_run.id} "
                    f"({getattr(state, 'name', '')}): {stats.entries_written} entries written")
     if purged is not None:
         description += f"; {purged.entries} intermediates purged ({purged.bytes:,} bytes)"
+    if usage is not None:
+        tiers = ", ".join(f"{tier} {seconds / 3600:.6g}" for tier, seconds
+                          in sorted(usage.byte_seconds.items()))
+        description += (f"; {usage.byte_hours:.6g} byte-hours so far ({tiers or 'none'}); "
+                        f"{usage.bytes_added:,} cache bytes added by the run")
     try:
         _create_table_artifact(flow_run.id, rows, description)
     except Exception as exc:
