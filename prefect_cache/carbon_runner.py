@@ -103,8 +103,9 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
         self.using = using
         self.store = store
         self.placeholders = placeholders
-        self.overhead_seconds = 0.0  # the runner's own time spent in submit()
+        self.overhead_seconds = 0.0  # the runner's own time in submit() for carbon-aware work
         self.submissions = 0
+        self.submit_seconds: list[float] = []
         self._children: list[CarbonAwareTaskRunner] = []
         self._reset()
 
@@ -135,6 +136,7 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
         self.__dict__.update(state)
         self.provider, self.clock, self.store = None, WallClock(), None
         self.overhead_seconds, self.submissions, self._children = 0.0, 0, []
+        self.submit_seconds = []
         self._reset()
 
     def duplicate(self) -> CarbonAwareTaskRunner:
@@ -198,6 +200,8 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
         started = time.perf_counter()
         options = carbon_options(task)
         upstream = self._held_inputs(parameters, wait_for)
+        if options is not None and not upstream and _already_cached(task, parameters):
+            options = None  # a cached result costs no energy: no reason to wait or move
         if options is None and not upstream:
             return self.inner.submit(task, parameters, wait_for, dependencies)
         self._remember_flow_run()
@@ -220,9 +224,11 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
             return self._hold(task, parameters, wait_for, dependencies, region, run, start,
                               upstream, context, label)
         finally:
+            elapsed = time.perf_counter() - started
             with self._lock:
-                self.overhead_seconds += time.perf_counter() - started
+                self.overhead_seconds += elapsed
                 self.submissions += 1
+                self.submit_seconds.append(elapsed)
 
     def _placement(self, options: CarbonOptions, decision: Decision, now: float
                    ) -> tuple[str, float]:
@@ -335,7 +341,8 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
         forecasts, failures = {}, []
         for region in job.allowed:
             cached = self._forecasts.get(region)
-            if cached and now - cached[0] < self.refresh_every and \
+            # age in wall time: how long since we asked; coverage in grid time
+            if cached and time.monotonic() - cached[0] < self.refresh_every and \
                     cached[1].covers(now, now + needed):
                 forecasts[region] = cached[1]
                 continue
@@ -346,7 +353,7 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
                 log.warning("carbon-aware runner: no forecast for %s: %s", region, exc)
                 failures.append(f"{region}: {exc}")
                 continue
-            self._forecasts[region] = (now, series)
+            self._forecasts[region] = (time.monotonic(), series)
             forecasts[region] = series
         return forecasts, failures
 
@@ -358,7 +365,9 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
             acting = {"advise": "advice only, running now at home"}.get(options.mode, "")
             line = (f"carbon: {run.label}: {d.action}, start {iso(d.start)} in {d.region}; "
                     f"expected {d.expected_g:.2f} gCO2eq vs {d.now_home_g:.2f} g now in "
-                    f"{d.home} and {d.best_now_g:.2f} g now in {d.best_now_region}")
+                    f"{d.home}")
+            if d.best_now_region != d.home:
+                line += f" and {d.best_now_g:.2f} g now in {d.best_now_region}"
             if d.note:
                 line += f"; {d.note}"
             if acting:
@@ -423,17 +432,24 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
     # -- inputs -------------------------------------------------------------------------------
     @staticmethod
     def _held_inputs(parameters: dict[str, Any], wait_for: Any) -> list[DeferredFuture]:
+        """Deferred futures among the inputs that have not finished yet."""
         found: list[DeferredFuture] = []
-
-        def visit(expr: Any) -> Any:
-            if isinstance(expr, DeferredFuture) and not expr.done():
-                found.append(expr)
-            return expr
-
-        visit_collection(parameters, visit, return_data=False)
-        for future in wait_for or []:
-            visit(future)
+        _collect_deferred(parameters, found, 0)
+        _collect_deferred(list(wait_for or ()), found, 0)
         return found
+
+
+def _collect_deferred(value: Any, found: list[DeferredFuture], depth: int) -> None:
+    """A cheap walk of plain containers (Prefect's visit_collection is general but slow)."""
+    if isinstance(value, DeferredFuture):
+        if not value.done():
+            found.append(value)
+    elif depth < 8 and isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            _collect_deferred(item, found, depth + 1)
+    elif depth < 8 and isinstance(value, dict):
+        for item in value.values():
+            _collect_deferred(item, found, depth + 1)
 
 
 def _unwrap(parameters: dict[str, Any], *, keep_futures: bool) -> dict[str, Any]:
@@ -447,6 +463,29 @@ def _unwrap(parameters: dict[str, Any], *, keep_futures: bool) -> dict[str, Any]
         return expr
 
     return visit_collection(parameters, visit, return_data=True)
+
+
+def _already_cached(task: Any, parameters: dict[str, Any]) -> bool:
+    """Whether a cache()d task's result for these (already resolved) inputs is stored."""
+    cache_options = getattr(task, "flowcache_options", None)
+    original = getattr(task.fn, "__wrapped__", None)
+    if cache_options is None or original is None or cache_options.refresh:
+        return False
+    found: list[Any] = []
+    visit_collection(parameters, lambda e: found.append(e) if isinstance(e, PrefectFuture)
+                     else None, return_data=False)
+    if found:
+        return False  # inputs not known yet
+    from flowcache.memoize import CallContext, Memoizer
+
+    try:
+        store = cache_options.resolve_store()
+        key = Memoizer(original, cache_options).key_for((), parameters,
+                                                        CallContext(task.name), store)
+        return store.exists(key)
+    except Exception as exc:  # the task itself will report a real problem
+        log.debug("could not check the cache for %s: %s", task.name, exc)
+        return False
 
 
 def _label(task: Any, parameters: dict[str, Any]) -> str:

@@ -413,3 +413,49 @@ def test_the_report_command_prints_a_runs_decisions(clock, tmp_path):
     assert "run now at home" in result.output or "saved" in result.output
     missing = CliRunner().invoke(app, ["carbon", "report", "no-such-run"], env=env)
     assert missing.exit_code == 1
+
+
+def test_two_hundred_tasks_with_staggered_deadlines_all_complete_in_time_and_spread(clock,
+                                                                                    store):
+    runner = CarbonAwareTaskRunner(ThreadPoolTaskRunner(max_workers=4), home="home",
+                                   provider=KnownProvider({"home": HOME}), clock=clock,
+                                   store=store, capacity=40, placeholders=False)
+    deadlines = {i: T0 + (2 + i % 10) * HOUR for i in range(200)}
+
+    def marked(i):
+        return carbon(duration="30m", power=100, deadline=deadlines[i])(task(_ident,
+                                                                             name=f"job{i}"))
+
+    tasks = [marked(i) for i in range(200)]
+
+    @flow(task_runner=runner)
+    def many() -> int:
+        return sum(f.result() for f in [t.submit(i) for i, t in enumerate(tasks)])
+
+    thread, box = run_in_thread(many)
+    assert eventually(lambda: runner._children and len(runner._children[-1]._runs) == 200, 120)
+    runs = runner._children[-1]._runs
+    for step in range(1, 25):  # half an hour at a time; wait until all that is due started
+        now = T0 + step * HOUR / 2
+        clock.set(now)
+        assert eventually(lambda now=now: all(r.actual_start is not None for r in runs
+                                              if r.decision.start <= now), 60)
+    thread.join(120)
+    assert box.get("value") == sum(range(200)), box
+    for run in runs:
+        index = int(run.label.split("(")[0][3:])
+        assert run.actual_start == run.decision.start  # released exactly when planned
+        assert run.decision.start + 1800 <= deadlines[index]  # and so done by its deadline
+    per_slot: dict[float, int] = {}
+    for run in runs:
+        for start, end in run.decision.intervals:
+            slot = T0 + ((start - T0) // HOUR) * HOUR
+            per_slot[slot] = per_slot.get(slot, 0) + 1
+    assert max(per_slot.values()) <= 40 * 2  # a 30 min job may touch two hourly slots
+    green = [r for r in runs if r.decision.start in (T0 + 3 * HOUR, T0 + 3.5 * HOUR,
+                                                     T0 + 4 * HOUR, T0 + 4.5 * HOUR)]
+    assert 40 <= len(green) < 200  # the green hours filled up to capacity, then the rest spread
+
+
+def _ident(i: int) -> int:
+    return i
