@@ -459,3 +459,48 @@ def test_two_hundred_tasks_with_staggered_deadlines_all_complete_in_time_and_spr
 
 def _ident(i: int) -> int:
     return i
+
+
+def test_duration_is_learned_from_past_runs_in_the_api(clock, store):
+    runner = CarbonAwareTaskRunner(home="home", provider=KnownProvider({"home": HOME}),
+                                   clock=clock, store=store, placeholders=False)
+
+    @carbon(power=1000, mode="advise")
+    @task(name="learns-its-duration")
+    def measured() -> None:
+        time.sleep(0.3)  # real work the API measures (total_run_time)
+
+    @flow(task_runner=runner)
+    def run() -> None:
+        measured.submit().wait()
+
+    run()
+    first = runner._children[-1].records[0].decision
+    assert "assumed 1 h" in first.note
+    assert eventually(lambda: _completed_runs("learns-its-duration") >= 1)
+    run()
+    learned = runner._children[-1].records[0].decision
+    assert "learned from past runs" in learned.note
+    assert 0.25 <= learned.end - learned.start <= 5.0
+
+
+def _completed_runs(name: str) -> int:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(
+            name=TaskRunFilterName(like_=name)), limit=50)
+    return sum(1 for r in runs if r.state and r.state.is_completed() and r.total_run_time)
+
+
+def test_the_example_batch_runs_and_advises(store, default_store_of):
+    from flows import carbon_batch
+
+    default_store_of(store)  # a fresh cache: cached results would not need planning
+
+    batch = carbon_batch.build_flow(act=False, fast=True, models=2)
+    assert batch(samples=20)["models"] == 2
+    records = batch.task_runner._children[-1].records
+    assert len(records) == 2
+    assert all(r.decision.planned and not r.decision.fallback for r in records)
