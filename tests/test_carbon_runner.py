@@ -448,7 +448,7 @@ def test_two_hundred_tasks_with_staggered_deadlines_all_complete_in_time_and_spr
         assert run.decision.start + 1800 <= deadlines[index]  # and so done by its deadline
     per_slot: dict[float, int] = {}
     for run in runs:
-        for start, end in run.decision.intervals:
+        for start, _end in run.decision.intervals:
             slot = T0 + ((start - T0) // HOUR) * HOUR
             per_slot[slot] = per_slot.get(slot, 0) + 1
     assert max(per_slot.values()) <= 40 * 2  # a 30 min job may touch two hourly slots
