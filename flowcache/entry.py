@@ -21,7 +21,7 @@ import json
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import blake3
 
@@ -258,3 +258,19 @@ def _parse_header(view: memoryview, key: str | None, total: int | None) -> tuple
     if header.size < 0:
         raise CorruptEntry(key, "negative payload size")
     return header, end
+
+
+def read_frame(handle: BinaryIO) -> Frame:
+    """Read a frame from a file as its parts, so the payload is read straight into its own
+    ``bytes`` (no second copy to cut it out of the whole). Anything that does not parse is
+    returned whole, for :func:`decode` to reject with the right reason."""
+    start = handle.read(_PREFIX.size)
+    try:
+        end = header_length(start)
+        head = start + handle.read(end - _PREFIX.size)
+        size = int(json.loads(head[_PREFIX.size:])["size"])
+    except (CorruptEntry, ValueError, KeyError, TypeError):
+        return Frame((start + handle.read(),))
+    payload = handle.read(size)
+    tail = handle.read()
+    return Frame((head, payload, tail))

@@ -10,10 +10,11 @@ import pytest
 from flowcache.entry import Frame
 from flowcache.tiers import Tier
 from flowcache.tiers.memory import MemoryTier
+from flowcache.tiers.node import NodeTier
 from flowcache.tiers.objects import ObjectTier
 from flowcache.tiers.redis import RedisTier
 
-KINDS = ["memory", "redis", "local", "memfs", "s3", "gcs"]
+KINDS = ["memory", "redis", "node", "local", "memfs", "s3", "gcs"]
 
 
 @pytest.fixture(params=KINDS)
@@ -28,6 +29,8 @@ def tier(request, tmp_path):
         tier.close()
     elif kind == "local":
         yield ObjectTier(str(tmp_path / "objects"))
+    elif kind == "node":
+        yield NodeTier(tmp_path / "node", max_bytes=64 << 20)
     elif kind == "memfs":
         yield ObjectTier(f"memory://fc-{uuid.uuid4().hex}/root")
     else:
@@ -173,3 +176,20 @@ def test_local_writes_are_atomic_and_leave_no_temporary_files(tmp_path):
     tier.put("alice/aa/x", frame_of(b"FLWC" + b"x" * 100))
     files = [p.name for p in (tmp_path / "objects" / "alice" / "aa").iterdir()]
     assert files == ["x"]
+
+
+def test_node_tier_evicts_least_recently_read_frames_across_processes(tmp_path):
+    first = NodeTier(tmp_path / "node", max_bytes=3000)
+    second = NodeTier(tmp_path / "node", max_bytes=3000)  # another worker on the node
+    removed = []
+    second.on_remove = lambda name, size, reason: removed.append((name, reason))
+    for index, name in enumerate(("a/1", "a/2", "a/3")):
+        first.put(name, Frame((b"x" * 1000,)))
+        os.utime(tmp_path / "node" / name, ns=(index * 10**9, index * 10**9))
+    assert first.get("a/1") is not None  # read: now the most recent
+    second.put("a/4", Frame((b"y" * 1000,)))
+    assert removed == [("a/2", "evicted")]
+    assert sorted(first.scan()) == ["a/1", "a/3", "a/4"]
+    assert first.current_bytes == 3000
+    first.delete("a/4")
+    assert second.current_bytes == 2000

@@ -24,7 +24,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from flowcache.entry import Frame
+from flowcache.entry import Frame, read_frame
 from flowcache.errors import DurableWriteError
 from flowcache.tiers.base import BaseTier
 
@@ -58,7 +58,7 @@ class ObjectTier(BaseTier):
         try:
             if self.local:
                 with open(path, "rb") as handle:
-                    return Frame((handle.read(),))
+                    return read_frame(handle)
             return Frame((self.fs.cat_file(path),))
         except FileNotFoundError:
             return None

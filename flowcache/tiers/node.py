@@ -1,0 +1,152 @@
+"""The node tier: a byte-budgeted LRU of frames on one machine's local disk or shared memory.
+
+Every worker process on a node shares it (it is a directory, by default under ``/dev/shm``), so a
+result cached by one process is read by the others without touching Redis or the bucket. It is a
+local object tier with two differences: it forgets (least recently read frames go first when
+``max_bytes`` is exceeded; reads refresh a frame's mtime) and it never fsyncs (it is a cache, not
+the source of truth). Frames are verified on every read: other processes on the node write here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from flowcache.entry import Frame
+from flowcache.tiers.objects import _TMP_MARK, ObjectTier
+
+_USAGE = ".usage"
+_LOCK = ".lock"
+
+
+def default_node_dir() -> Path:
+    """``/dev/shm/flowcache-<uid>`` when shared memory is available, else the temp dir."""
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+    return base / f"flowcache-node-{os.getuid()}"
+
+
+class NodeTier(ObjectTier):
+    name = "node"
+    durable = False
+    trusted = False
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None, *,
+                 max_bytes: int = 2 << 30, max_item_bytes: int | None = None) -> None:
+        root = Path(directory) if directory is not None else default_node_dir()
+        super().__init__(str(root), fsync=False)
+        self.max_bytes = max_bytes
+        self.max_item_bytes = max_item_bytes if max_item_bytes is not None else max_bytes
+        self.evictions = 0
+        #: called with (name, nbytes, reason) when a frame is evicted (for the ledger)
+        self.on_remove: Callable[[str, int, str], None] | None = None
+
+    def get(self, name: str) -> Frame | None:
+        frame = super().get(name)
+        if frame is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(self._path(name))  # recently used: evicted last
+        return frame
+
+    def put(self, name: str, frame: Frame, *, ttl: float | None = None,
+            exclusive: bool = False) -> None:
+        if not self.accepts(frame.nbytes):
+            return
+        path = self._path(name)
+        previous = os.path.getsize(path) if os.path.exists(path) else 0
+        super().put(name, frame, ttl=ttl, exclusive=exclusive)
+        with self._locked():
+            usage = self._usage() + frame.nbytes - previous
+            if usage > self.max_bytes:
+                usage = self._evict(usage)
+            self._write_usage(usage)
+
+    def delete(self, name: str) -> bool:
+        path = self._path(name)
+        try:
+            size = os.path.getsize(path)
+        except FileNotFoundError:
+            return False
+        removed = super().delete(name)
+        if removed:
+            with self._locked():
+                self._write_usage(max(0, self._usage() - size))
+        return removed
+
+    def scan(self, prefix: str = "") -> Iterator[str]:
+        for name in super().scan(prefix):
+            if not name.rpartition("/")[2].startswith("."):
+                yield name
+
+    @property
+    def current_bytes(self) -> int:
+        return self._usage()
+
+    def describe(self) -> str:
+        return f"node {self.root} ({self._usage()}/{self.max_bytes} bytes)"
+
+    # -- budget -------------------------------------------------------------------------------
+    def _evict(self, usage: int) -> int:
+        """Delete least recently used frames until under budget; returns the new usage."""
+        entries = []
+        for directory, _, files in os.walk(self.root):
+            for file in files:
+                if file.startswith(".") or _TMP_MARK in file:
+                    continue
+                full = os.path.join(directory, file)
+                try:
+                    st = os.stat(full)
+                except FileNotFoundError:
+                    continue
+                entries.append((st.st_mtime_ns, st.st_size, full))
+        usage = sum(size for _, size, _ in entries)  # recount: other processes write too
+        entries.sort()
+        for _, size, full in entries:
+            if usage <= self.max_bytes:
+                break
+            try:
+                os.unlink(full)
+            except FileNotFoundError:
+                continue
+            usage -= size
+            self.evictions += 1
+            if self.on_remove is not None:
+                self.on_remove(os.path.relpath(full, self.root), size, "evicted")
+        return usage
+
+    def _locked(self) -> _FileLock:
+        return _FileLock(os.path.join(self.root, _LOCK))
+
+    def _usage(self) -> int:
+        try:
+            with open(os.path.join(self.root, _USAGE)) as handle:
+                return int(handle.read() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def _write_usage(self, usage: int) -> None:
+        tmp = os.path.join(self.root, f"{_USAGE}{_TMP_MARK}{os.getpid()}")
+        with open(tmp, "w") as handle:
+            handle.write(str(usage))
+        os.replace(tmp, os.path.join(self.root, _USAGE))
+
+
+class _FileLock:
+    """flock for the node's bookkeeping (usage counter, eviction) across its processes."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+
+    def __enter__(self) -> _FileLock:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
