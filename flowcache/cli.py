@@ -171,12 +171,14 @@ def billing_command(
     if as_json:
         typer.echo(json.dumps(_usage_json(report), indent=1))
         return
-    table = Table(by, "tier", "byte-hours", "entries", "bytes written", "hits", "saved (s)",
+    lead = ["tier"] if by == "tier" else [by, "tier"]
+    table = Table(*lead, "byte-hours", "entries", "bytes written", "hits", "saved (s)",
                   title=f"{user}: {_utc(start)} .. {_utc(end)}")
     for row in report.rows:
-        table.add_row(row.group, row.tier, f"{row.byte_hours:,.3f}", str(row.entries),
+        names = [row.tier] if by == "tier" else [row.group, row.tier]
+        table.add_row(*names, f"{row.byte_hours:,.3f}", str(row.entries),
                       f"{row.bytes_written:,}", str(row.hits), f"{row.saved_seconds:,.1f}")
-    table.add_row("TOTAL", "", f"{report.byte_seconds() / 3600:,.3f}",
+    table.add_row(*(["TOTAL"] + [""] * (len(lead) - 1)), f"{report.byte_seconds() / 3600:,.3f}",
                   str(int(report.total("entries"))), f"{int(report.total('bytes_written')):,}",
                   str(int(report.total("hits"))), f"{report.total('saved_seconds'):,.1f}")
     console.print(table)

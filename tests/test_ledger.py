@@ -248,3 +248,56 @@ def test_identity_of_a_listener_is_its_stores_user(make_store, tmp_path, clock):
     bob.put(key(1), b"b")
     assert [e.user for e in ledger.events("bob")] == ["bob"]
     assert ledger.events("alice") == []
+
+
+def test_the_ledger_watch_command_ends_residencies_redis_evicts(own_redis, tmp_path):
+    import signal
+
+    from tests.prefect_helpers import eventually
+
+    ledger_path = tmp_path / "ledger.sqlite3"
+    env = {**os.environ, "FLOWCACHE_STORE": f"{own_redis.url}+{tmp_path / 'd'}",
+           "FLOWCACHE_USER": "operator", "FLOWCACHE_LEDGER": str(ledger_path)}
+    watch = subprocess.Popen([sys.executable, "-m", "flowcache.cli", "ledger", "watch",
+                              "--configure"], env=env, stdout=subprocess.PIPE, text=True,
+                             cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        lines = [watch.stdout.readline(), watch.stdout.readline()]
+        assert "notify-keyspace-events" in lines[0]
+        assert lines[1].startswith("watching")  # subscribed: evictions from here on are seen
+        admin = redis.Redis.from_url(own_redis.url)
+        name = f"alice/00/{key(1)}"
+        admin.set("flowcache:{" + name + "}", b"x" * 1000)
+        admin.config_set("maxmemory-policy", "allkeys-lru")
+        admin.config_set("maxmemory", 1)
+        admin.ping()  # Redis evicts every key before running this
+        admin.config_set("maxmemory", 0)
+        assert admin.dbsize() == 0
+        reader = Ledger(SQLiteBackend(ledger_path))
+        removed = eventually(lambda: [e for e in reader.events("alice") if e.kind == "remove"])
+        assert [(e.tier, e.name, e.reason) for e in removed] == [("redis", name, "evicted")]
+    finally:
+        watch.send_signal(signal.SIGINT)
+        output, _ = watch.communicate(timeout=30)
+    assert watch.returncode == 0
+    assert "recorded 1 removals" in output
+
+
+def test_the_ledger_reconcile_command(redis_url, tmp_path):
+    from typer.testing import CliRunner
+
+    from flowcache.cli import app
+
+    env = {"FLOWCACHE_STORE": f"{redis_url}+{tmp_path / 'd'}", "FLOWCACHE_USER": "erin",
+           "FLOWCACHE_SIGNING_KEY": new_key().hex(),
+           "FLOWCACHE_LEDGER": str(tmp_path / "ledger.sqlite3")}
+    store = StoreConfig.from_env(env).build()
+    store.put(key(1), b"e")
+    ledger_of(store).flush()
+    redis.Redis.from_url(redis_url).flushall()  # Redis lost it; nobody was watching
+    result = CliRunner().invoke(app, ["ledger", "reconcile"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "ended 1 residencies" in result.output
+    gc = CliRunner().invoke(app, ["gc"], env=env)
+    assert "ledger:" not in gc.output  # nothing left to reconcile
+    store.close()
