@@ -1,0 +1,14 @@
+"""Dask glue for flowcache: worker plugin with a node tier, graph caching, residency billing and
+carbon-aware placement. Importing it registers dask_cache's configuration defaults."""
+
+from dask_cache.settings import load_defaults
+
+load_defaults()
+
+from dask_cache.compute import compute, graph_of  # noqa: E402
+from dask_cache.graph import GraphPlan, chain_keys, plan  # noqa: E402
+from dask_cache.plugin import CacheWorkerPlugin, worker_metrics  # noqa: E402
+from dask_cache.tasks import graph_counters  # noqa: E402
+
+__all__ = ["CacheWorkerPlugin", "GraphPlan", "chain_keys", "compute", "graph_counters",
+           "graph_of", "plan", "worker_metrics"]

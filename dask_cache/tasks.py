@@ -1,0 +1,87 @@
+"""What runs on the workers for graph caching: load a stored result, or compute and store one.
+
+Both use the worker process's default store (set by :class:`~dask_cache.plugin.CacheWorkerPlugin`,
+else built from the environment). A computed result is stored, durably and confirmed before the
+task finishes, only when computing it took longer than loading it would (``LoadPolicy``): a
+result cheaper to recompute than to load would only cost storage.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dask.sizeof import sizeof
+
+from flowcache.config import default_store
+from flowcache.errors import UnserializableResult
+
+log = logging.getLogger("dask_cache")
+#: this process's graph-cache activity: computed, stored, skipped_cheap, unserializable, loaded
+COUNTERS: Counter[str] = Counter()
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class LoadPolicy:
+    min_compute_seconds: float
+    load_bandwidth: float  # bytes per second
+    load_latency: float  # seconds
+
+    def worth_storing(self, compute_seconds: float, nbytes: int) -> bool:
+        load_seconds = self.load_latency + nbytes / max(1.0, self.load_bandwidth)
+        return compute_seconds >= max(self.min_compute_seconds, load_seconds)
+
+
+ALWAYS = LoadPolicy(0.0, float("inf"), 0.0)
+
+
+def _count(name: str) -> None:
+    with _LOCK:
+        COUNTERS[name] += 1
+
+
+def load(chain_key: str, label: str) -> Any:
+    """The stored result of a task the rewrite found in the cache."""
+    value = default_store().get(chain_key, _MISSING)
+    if value is _MISSING:
+        raise KeyError(f"flowcache: the stored result of {label} ({chain_key[:12]}) vanished "
+                       "between planning and loading; run the graph again")
+    _count("loaded")
+    return value
+
+
+def compute_and_store(func: Callable[..., Any], chain_key: str, policy: LoadPolicy, label: str,
+                      *args: Any, **kwargs: Any) -> Any:
+    """Run the task; store its result if recomputing it would cost more than loading it."""
+    started = time.perf_counter()
+    value = func(*args, **kwargs)
+    elapsed = time.perf_counter() - started
+    _count("computed")
+    if not policy.worth_storing(elapsed, sizeof(value)):
+        _count("skipped_cheap")
+        return value
+    try:
+        default_store().put(chain_key, value, meta={"task": label,
+                                                    "compute_seconds": round(elapsed, 6)},
+                            overwrite=True)
+    except UnserializableResult as exc:
+        _count("unserializable")
+        log.warning("flowcache: not caching %s: %s", label, exc)
+        return value
+    _count("stored")
+    return value
+
+
+def graph_counters(dask_worker: Any = None) -> dict[str, int]:
+    """For ``client.run(graph_counters)``: this worker's graph-cache counters."""
+    with _LOCK:
+        return dict(COUNTERS)
+
+
+_MISSING = object()
