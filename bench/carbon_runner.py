@@ -1,11 +1,11 @@
 """Benchmark: 200 carbon-aware tasks with staggered deadlines through the CarbonAwareTaskRunner.
 
-Grid time is compressed (``--speed`` grid seconds per wall second, default 10 minutes per second) and
-starts on 2022-06-01 18:00 UTC so the shipped Electricity Maps data serves as the forecast and
-the history. Each task runs 30 minutes (planned), draws 100 W, and must finish by a deadline 2 to
-12 hours after its submission (``max_delay`` staggered from 1.5 to 11.5 h: deadlines relative to
-the submission, since grid time moves on while 200 tasks are submitted); capacity is
-``--capacity`` tasks per region per hour.
+Grid time is compressed (``--speed`` grid seconds per wall second, default 10 minutes per
+second) and starts on 2022-06-01 18:00 UTC so the shipped Electricity Maps data serves as the
+forecast and the history. Each task runs 30 minutes (planned), draws 100 W, and must finish by a
+deadline 2 to 12 hours after its submission (``max_delay`` staggered from 1.5 to 11.5 h:
+deadlines relative to the submission, since grid time moves on while 200 tasks are submitted);
+capacity is ``--capacity`` tasks per region per hour.
 
 Measured in one run: whether all tasks completed, how many missed their deadline (actual end in
 grid time after the deadline), how the planner spread them over hours, and the runner's own
@@ -91,7 +91,7 @@ def main() -> None:
               for i, hours in enumerate(deadline_hours)]
     carbon_submits, carbon_wall = run_flow(runner, marked)
     active = runner._children[-1]
-    runs = active._runs
+    runs = active.advisor.placements
     completed = sum(r.actual_end is not None for r in runs)
     misses = sum(1 for r, hours in zip(runs, deadline_hours, strict=True)
                  if r.actual_end is None or r.actual_end > r.submitted + hours * HOUR)

@@ -16,14 +16,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import dask
 from dask._expr import FinalizeCompute
 from dask._task_spec import convert_legacy_graph
 from dask.base import collections_to_expr, get_scheduler, unpack_collections
 from dask.core import flatten
 
 from dask_cache.graph import GraphPlan, plan
+from dask_cache.scheduler import session_run_id
 from dask_cache.settings import DaskCacheSettings
 from flowcache.config import default_store
+from flowcache.lifetimes import FlowScoped, Lifetime, parse_lifetime
 from flowcache.store import TieredStore
 
 
@@ -36,15 +39,27 @@ def graph_of(*collections: Any, optimize_graph: bool = True) -> tuple[dict, list
 
 def compute(*args: Any, store: TieredStore | None = None, client: Any = None,
             scheduler: str | None = None, optimize_graph: bool = True,
-            return_plan: bool = False, settings: DaskCacheSettings | None = None) -> Any:
-    """Compute dask collections, loading what is cached and storing what was worth storing."""
+            lifetime: Lifetime | str | None = None, return_plan: bool = False,
+            settings: DaskCacheSettings | None = None) -> Any:
+    """Compute dask collections, loading what is cached and storing what was worth storing.
+
+    ``lifetime="flow"`` (with a ``client``) makes the stored results intermediates of the
+    client's session: :class:`~dask_cache.scheduler.CacheSchedulerPlugin` purges them when the
+    client disconnects.
+    """
     collections, repack = unpack_collections(*args)
     if not collections:
         return (args, None) if return_plan else args
     dsk, keys = graph_of(*collections, optimize_graph=optimize_graph)
     store = store if store is not None else default_store()
-    rewritten = plan(dsk, keys, store, settings=settings)
-    results = _run(rewritten, client, scheduler, collections)
+    chosen = parse_lifetime(lifetime)
+    if isinstance(chosen, FlowScoped):
+        if client is None:
+            raise ValueError("lifetime='flow' needs a client: its session is the flow")
+        chosen = FlowScoped(session_run_id(client.id), chosen.max_age)
+    rewritten = plan(dsk, keys, store, settings=settings, lifetime=chosen)
+    with dask.annotate(flowcache=True, flowcache_owner=store.namespace):
+        results = _run(rewritten, client, scheduler, collections)
     packed = repack(results)
     return (packed, rewritten) if return_plan else packed
 

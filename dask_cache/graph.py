@@ -37,6 +37,7 @@ from dask_cache.settings import DaskCacheSettings
 from dask_cache.tasks import ALWAYS, LoadPolicy, compute_and_store, load
 from flowcache.fingerprints import FileRef
 from flowcache.keys import KeyBuilder, content_key
+from flowcache.lifetimes import KEEP, Lifetime
 from flowcache.store import TieredStore
 
 _URL = re.compile(r"^(s3|s3a|gs|gcs|file)://", re.IGNORECASE)
@@ -74,7 +75,7 @@ def chain_keys(dsk: Mapping[Hashable, GraphNode], *, namespace: str,
 
 
 def plan(dsk: Mapping[Hashable, GraphNode], outputs: Iterable[Hashable], store: TieredStore,
-         *, settings: DaskCacheSettings | None = None) -> GraphPlan:
+         *, settings: DaskCacheSettings | None = None, lifetime: Lifetime = KEEP) -> GraphPlan:
     """Rewrite ``dsk`` so that stored results load and the rest computes and stores."""
     settings = settings or DaskCacheSettings.current()
     outputs = list(outputs)
@@ -102,7 +103,7 @@ def plan(dsk: Mapping[Hashable, GraphNode], outputs: Iterable[Hashable], store: 
             # the requested results are always kept: they are what a re-run asks for first
             chosen = ALWAYS if key in wanted else policy
             result.graph[key] = Task(key, functools.partial(
-                compute_and_store, node.func, chain[key], chosen, _label(node)),
+                compute_and_store, node.func, chain[key], chosen, _label(node), lifetime),
                 *node.args, **node.kwargs)
         else:
             result.graph[key] = node

@@ -20,6 +20,8 @@ from dask.sizeof import sizeof
 
 from flowcache.config import default_store
 from flowcache.errors import UnserializableResult
+from flowcache.lifetimes import FlowScoped, Lifetime
+from flowcache.memoize import tracker_for
 
 log = logging.getLogger("dask_cache")
 #: this process's graph-cache activity: computed, stored, skipped_cheap, unserializable, loaded
@@ -57,7 +59,7 @@ def load(chain_key: str, label: str) -> Any:
 
 
 def compute_and_store(func: Callable[..., Any], chain_key: str, policy: LoadPolicy, label: str,
-                      *args: Any, **kwargs: Any) -> Any:
+                      lifetime: Lifetime, *args: Any, **kwargs: Any) -> Any:
     """Run the task; store its result if recomputing it would cost more than loading it."""
     started = time.perf_counter()
     value = func(*args, **kwargs)
@@ -66,10 +68,12 @@ def compute_and_store(func: Callable[..., Any], chain_key: str, policy: LoadPoli
     if not policy.worth_storing(elapsed, sizeof(value)):
         _count("skipped_cheap")
         return value
+    store = default_store()
     try:
-        default_store().put(chain_key, value, meta={"task": label,
-                                                    "compute_seconds": round(elapsed, 6)},
-                            overwrite=True)
+        if isinstance(lifetime, FlowScoped) and lifetime.run_id:
+            tracker_for(store).record(lifetime.run_id, chain_key)
+        store.put(chain_key, value, lifetime=lifetime, overwrite=True,
+                  meta={"task": label, "compute_seconds": round(elapsed, 6)})
     except UnserializableResult as exc:
         _count("unserializable")
         log.warning("flowcache: not caching %s: %s", label, exc)

@@ -18,44 +18,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from flowcache.carbon.emissions import PowerModel
-from flowcache.carbon.timestamps import to_epoch
-from flowcache.errors import ConfigError
-from flowcache.lifetimes import parse_duration
+from flowcache.carbon.options import MODES, CarbonOptions, carbon_options, options_of
 
 T = TypeVar("T")
-MODES = ("advise", "defer", "relocate", "defer+relocate")
-
-
-@dataclass(frozen=True)
-class CarbonOptions:
-    mode: str = "defer"
-    max_delay: float | None = None
-    deadline: float | None = None
-    duration: float | None = None  # None: learned from past runs of the task
-    power: PowerModel | None = None
-    power_w: float | None = None
-    energy_kwh: float | None = None
-    regions: tuple[str, ...] = ()
-    interruptible: bool = False
-    data_gb: float = 0.0
-
-    @property
-    def defers(self) -> bool:
-        return self.mode in ("defer", "defer+relocate")
-
-    @property
-    def relocates(self) -> bool:
-        return self.mode in ("relocate", "defer+relocate")
-
-    def watts(self, default: PowerModel) -> float:
-        if self.power_w is not None:
-            return self.power_w
-        return (self.power or default).watts
+__all__ = ["MODES", "CarbonOptions", "carbon", "carbon_options"]
 
 
 def carbon(*, max_delay: str | float | timedelta | None = None,
@@ -77,22 +47,9 @@ def carbon(*, max_delay: str | float | timedelta | None = None,
         data_gb: data moved when relocated (its transfer emissions count against moving).
         mode: ``advise``, ``defer``, ``relocate`` or ``defer+relocate`` (or ``both``).
     """
-    chosen = "defer+relocate" if mode == "both" else mode
-    if chosen not in MODES:
-        raise ConfigError(f"carbon(mode={mode!r}): use one of {', '.join(MODES)} or 'both'")
-    if isinstance(regions, str):
-        raise ConfigError("carbon(regions=...) takes a list of region names")
-    options = CarbonOptions(
-        mode=chosen,
-        max_delay=None if max_delay is None else parse_duration(max_delay),
-        deadline=None if deadline is None else to_epoch(deadline),
-        duration=None if duration is None else parse_duration(duration),
-        power=power if isinstance(power, PowerModel) else None,
-        power_w=float(power) if isinstance(power, (int, float)) else None,
-        energy_kwh=energy_kwh, regions=tuple(regions), interruptible=interruptible,
-        data_gb=float(data_gb))
-    if options.duration is not None and options.duration <= 0:
-        raise ConfigError("carbon(duration=...) must be positive")
+    options = carbon_options(max_delay=max_delay, deadline=deadline, duration=duration,
+                             power=power, energy_kwh=energy_kwh, regions=regions,
+                             interruptible=interruptible, data_gb=data_gb, mode=mode)
 
     def apply(task: T) -> T:
         from prefect import Task
@@ -106,5 +63,4 @@ def carbon(*, max_delay: str | float | timedelta | None = None,
     return apply
 
 
-def carbon_options(task: Any) -> CarbonOptions | None:
-    return getattr(task, "flowcache_carbon", None)
+carbon_options_of = options_of

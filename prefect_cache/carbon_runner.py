@@ -35,46 +35,25 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.collections import visit_collection
 
-from flowcache.carbon.batch import CapacityLedger
-from flowcache.carbon.decision import Decision, Job
+from flowcache.carbon.advisor import CarbonAdvisor, Placement
 from flowcache.carbon.emissions import PowerModel
-from flowcache.carbon.errors import CarbonError, ProviderError
-from flowcache.carbon.forecast import forecast_for
-from flowcache.carbon.planner import Planner, run_now_at_home
+from flowcache.carbon.options import options_of
 from flowcache.carbon.providers import IntensityProvider, get_provider
-from flowcache.carbon.records import DecisionRecord, record_outcome
+from flowcache.carbon.records import DecisionRecord
 from flowcache.carbon.report import save_records, summary_line
-from flowcache.carbon.series import IntensitySeries
-from flowcache.carbon.timestamps import iso
 from flowcache.clocks import Clock, WallClock
 from flowcache.deferral import ReleaseScheduler
 from prefect_cache import carbon_artifacts
-from prefect_cache.carbon_option import CarbonOptions, carbon_options
 from prefect_cache.deferred_future import DeferredFuture
 
 log = logging.getLogger("prefect_cache.carbon")
 HOUR = 3600.0
-
-
-@dataclass
-class _Run:
-    """One carbon-aware task's journey: decision, then what actually happened."""
-
-    label: str
-    decision: Decision
-    submitted: float
-    power_w: float | None
-    energy_kwh: float | None
-    actual_start: float | None = None
-    actual_end: float | None = None
-    actual_region: str | None = None
 
 
 class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
@@ -111,10 +90,12 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
 
     def _reset(self) -> None:
         self._scheduler: ReleaseScheduler | None = None
-        self._ledger = CapacityLedger(self.capacity)
-        self._forecasts: dict[str, tuple[float, IntensitySeries]] = {}
+        self.advisor = CarbonAdvisor(
+            self.provider, home=self.home, regions=self.regions, clock=self.clock,
+            capacity=self.capacity, power=self.power, default_duration=self.default_duration,
+            horizon=self.horizon, refresh_every=self.refresh_every, using=self.using) \
+            if self.provider is not None else None
         self._durations: dict[str, float | None] = {}
-        self._runs: list[_Run] = []
         self._held: list[DeferredFuture] = []
         self._lock = threading.Lock()
         self._api: carbon_artifacts.ApiQueue | None = None
@@ -198,7 +179,7 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
         if not self._started:
             raise RuntimeError("the carbon-aware task runner must be started before submitting")
         started = time.perf_counter()
-        options = carbon_options(task)
+        options = options_of(task)
         upstream = self._held_inputs(parameters, wait_for)
         if options is not None and not upstream and _already_cached(task, parameters):
             options = None  # a cached result costs no energy: no reason to wait or move
@@ -209,20 +190,19 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
         now = self.clock.now()
         label = _label(task, parameters)
         if options is None:
-            region, start, run = self.home, now, None
+            region, start, placement = self.home, now, None
         else:
-            decision = self._decide(task, options, label, now)
-            region, start = self._placement(options, decision, now)
-            run = _Run(label, decision, now, None if options.energy_kwh else
-                       options.watts(self.power), options.energy_kwh)
-            with self._lock:
-                self._runs.append(run)
-            self._log_decision(run, options)
+            duration, note = self._duration(task, options)
+            placement = self.advisor.place(options, label, duration=duration,
+                                           duration_note=note)
+            region, start = placement.region, placement.start
+            _run_logger().info(self.advisor.describe(placement))
         try:
             if start - now < self.min_deferral and not upstream:
-                return self._launch(task, parameters, wait_for, dependencies, region, run)
-            return self._hold(task, parameters, wait_for, dependencies, region, run, start,
-                              upstream, context, label)
+                return self._launch(task, parameters, wait_for, dependencies, region,
+                                    placement)
+            return self._hold(task, parameters, wait_for, dependencies, region, placement,
+                              start, upstream, context, label)
         finally:
             elapsed = time.perf_counter() - started
             with self._lock:
@@ -230,16 +210,9 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
                 self.submissions += 1
                 self.submit_seconds.append(elapsed)
 
-    def _placement(self, options: CarbonOptions, decision: Decision, now: float
-                   ) -> tuple[str, float]:
-        if options.mode == "advise" or not decision.planned:
-            return self.home, now
-        region = decision.region if options.relocates else self.home
-        start = decision.start if options.defers else now
-        return region, max(now, start)
-
     def _hold(self, task: Any, parameters: dict[str, Any], wait_for: Any, dependencies: Any,
-              region: str, run: _Run | None, start: float, upstream: list[DeferredFuture],
+              region: str, run: Placement | None, start: float,
+              upstream: list[DeferredFuture],
               context: contextvars.Context, label: str) -> DeferredFuture:
         placeholder_id = uuid.uuid4()
         future = DeferredFuture(placeholder_id, start, label)
@@ -280,50 +253,21 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
         return future
 
     def _launch(self, task: Any, parameters: dict[str, Any], wait_for: Any, dependencies: Any,
-                region: str, run: _Run | None) -> PrefectFuture[Any]:
+                region: str, run: Placement | None) -> PrefectFuture[Any]:
         runner = self.regions.get(region, self.inner) if region != self.home else self.inner
         parameters = _unwrap(parameters, keep_futures=runner is self.inner)
         wait_for = [f.inner or f if isinstance(f, DeferredFuture) else f
                     for f in (wait_for or [])] or None
         if run is not None:
-            run.actual_start = self.clock.now()
-            run.actual_region = region
+            run.started(self.clock.now(), region)
         inner = runner.submit(task, parameters, wait_for, dependencies)
         if run is not None:
-            inner.add_done_callback(lambda _done: setattr(run, "actual_end", self.clock.now()))
+            inner.add_done_callback(lambda _done: run.finished(self.clock.now()))
         return inner
 
     # -- deciding -----------------------------------------------------------------------------
-    def _decide(self, task: Any, options: CarbonOptions, label: str, now: float) -> Decision:
-        duration, note = self._duration(task, options)
-        allowed = tuple(r for r in options.regions if r in self.regions or r == self.home)
-        defers = options.defers or options.mode == "advise"
-        try:
-            job = Job(duration=duration, earliest=now, home=self.home,
-                      power_w=None if options.energy_kwh else options.watts(self.power),
-                      energy_kwh=options.energy_kwh,
-                      deadline=options.deadline if defers else None,
-                      max_delay=(options.max_delay if defers else 0.0)
-                      if options.deadline is None or not defers else options.max_delay,
-                      regions=allowed if options.relocates or options.mode == "advise" else (),
-                      data_gb=options.data_gb, name=label)
-        except CarbonError as exc:
-            return run_now_at_home(_fallback_job(label, now, self.home, duration), str(exc),
-                                   planned_at=now)
-        forecasts, failures = self._forecasts_for(job, now)
-        if not forecasts or self.home not in forecasts:
-            why = "; ".join(failures) or f"no forecast for {self.home}"
-            return run_now_at_home(job, f"carbon data unavailable ({why})", planned_at=now)
-        if job.deadline is not None and job.deadline < now + duration:
-            return run_now_at_home(job, "its deadline cannot be met even now",
-                                   forecast=forecasts.get(self.home), planned_at=now)
-        with self._lock:
-            decision = Planner(forecasts, clock=self.clock.now).plan(job, load=self._ledger)
-            self._ledger.reserve(decision.region, decision.intervals)
-        notes = [n for n in (decision.note, note, "; ".join(failures)) if n]
-        return decision.with_(note="; ".join(notes)) if notes else decision
-
-    def _duration(self, task: Any, options: CarbonOptions) -> tuple[float, str]:
+    def _duration(self, task: Any, options: Any) -> tuple[float | None, str]:
+        """The option's duration, else the median of the task's past runs in the API."""
         if options.duration is not None:
             return options.duration, ""
         key = getattr(task, "task_key", task.name)
@@ -331,48 +275,8 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
             self._durations[key] = _past_duration(task)
         learned = self._durations[key]
         if learned is None:
-            return self.default_duration, (f"duration unknown, assumed "
-                                           f"{self.default_duration / HOUR:g} h")
+            return None, ""
         return learned, f"duration {learned / 60:.1f} min learned from past runs"
-
-    def _forecasts_for(self, job: Job, now: float) -> tuple[dict[str, IntensitySeries],
-                                                             list[str]]:
-        needed = max(job.window_end - now, job.duration) + HOUR
-        forecasts, failures = {}, []
-        for region in job.allowed:
-            cached = self._forecasts.get(region)
-            # age in wall time: how long since we asked; coverage in grid time
-            if cached and time.monotonic() - cached[0] < self.refresh_every and \
-                    cached[1].covers(now, now + needed):
-                forecasts[region] = cached[1]
-                continue
-            try:
-                series = forecast_for(self.provider, region, now, max(self.horizon, needed),
-                                      using=self.using)
-            except (ProviderError, CarbonError, OSError) as exc:
-                log.warning("carbon-aware runner: no forecast for %s: %s", region, exc)
-                failures.append(f"{region}: {exc}")
-                continue
-            self._forecasts[region] = (time.monotonic(), series)
-            forecasts[region] = series
-        return forecasts, failures
-
-    def _log_decision(self, run: _Run, options: CarbonOptions) -> None:
-        d = run.decision
-        if not d.planned:
-            line = f"carbon: {run.label}: run now in {self.home} ({d.note})"
-        else:
-            acting = {"advise": "advice only, running now at home"}.get(options.mode, "")
-            line = (f"carbon: {run.label}: {d.action}, start {iso(d.start)} in {d.region}; "
-                    f"expected {d.expected_g:.2f} gCO2eq vs {d.now_home_g:.2f} g now in "
-                    f"{d.home}")
-            if d.best_now_region != d.home:
-                line += f" and {d.best_now_g:.2f} g now in {d.best_now_region}"
-            if d.note:
-                line += f"; {d.note}"
-            if acting:
-                line += f" ({acting})"
-        _run_logger().info(line)
 
     # -- reporting ----------------------------------------------------------------------------
     def _remember_flow_run(self) -> None:
@@ -384,43 +288,22 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
                 self._flow_run_id = context.flow_run.id
 
     def _finish(self) -> None:
-        runs = [r for r in self._runs if r.actual_start is not None]
-        if not self._runs:
+        if self.advisor is None or not self.advisor.placements:
             return
-        histories = self._histories(runs)
-        self.records = [
-            record_outcome(r.decision, submitted=r.submitted, actual_start=r.actual_start,
-                           actual_end=r.actual_end if r.actual_end is not None
-                           else r.actual_start, actual_region=r.actual_region or self.home,
-                           history=histories, power_w=r.power_w, energy_kwh=r.energy_kwh)
-            for r in runs]
+        self.records = self.advisor.outcomes()
         log.info(summary_line(self.records))
-        forecasts = {region: series for region, (_, series) in self._forecasts.items()}
-        if self._flow_run_id is not None and self._api is not None:
+        if self._flow_run_id is None:
+            return
+        if self._api is not None:
             run_id, records = self._flow_run_id, list(self.records)
+            forecasts = self.advisor.forecasts
             self._api.put(lambda: carbon_artifacts.publish_report(run_id, records, forecasts))
             self._api.flush()
-        if self._flow_run_id is not None:
-            try:
-                save_records(self._store(), str(self._flow_run_id), self.records)
-            except Exception as exc:
-                log.warning("could not keep the carbon records of run %s: %s",
-                            self._flow_run_id, exc)
-
-    def _histories(self, runs: list[_Run]) -> dict[str, IntensitySeries]:
-        if not runs:
-            return {}
-        start = min(r.submitted for r in runs) - HOUR
-        end = max((r.actual_end or r.actual_start or r.submitted) + r.decision.end
-                  - r.decision.start for r in runs) + HOUR
-        regions = {self.home} | {r.actual_region for r in runs if r.actual_region}
-        histories = {}
-        for region in regions:
-            try:
-                histories[region] = self.provider.history(region, start, end)
-            except (ProviderError, CarbonError, OSError) as exc:
-                log.warning("no intensity history for %s to account emissions: %s", region, exc)
-        return histories
+        try:
+            save_records(self._store(), str(self._flow_run_id), self.records)
+        except Exception as exc:
+            log.warning("could not keep the carbon records of run %s: %s",
+                        self._flow_run_id, exc)
 
     def _store(self) -> Any:
         if self.store is not None:
@@ -492,10 +375,6 @@ def _label(task: Any, parameters: dict[str, Any]) -> str:
     names = [f"{k}={v!r}" for k, v in parameters.items()
              if isinstance(v, (int, float, str)) and len(repr(v)) <= 24][:2]
     return f"{task.name}({', '.join(names)})" if names else task.name
-
-
-def _fallback_job(label: str, now: float, home: str, duration: float) -> Job:
-    return Job(duration=max(duration, 1.0), earliest=now, home=home, energy_kwh=0.0, name=label)
 
 
 def _past_duration(task: Any) -> float | None:

@@ -403,7 +403,7 @@ def test_the_report_command_prints_a_runs_decisions(clock, tmp_path):
 
     thread, _ = run_in_thread(lambda: run(return_state=True))
     assert eventually(lambda: held(runner) == 0 and runner._children
-                      and runner._children[-1]._runs, 60)
+                      and runner._children[-1].advisor.placements, 60)
     clock.set(T0 + 5 * HOUR)
     thread.join(60)
     flow_run_id = runner._children[-1]._flow_run_id
@@ -433,8 +433,9 @@ def test_two_hundred_tasks_with_staggered_deadlines_all_complete_in_time_and_spr
         return sum(f.result() for f in [t.submit(i) for i, t in enumerate(tasks)])
 
     thread, box = run_in_thread(many)
-    assert eventually(lambda: runner._children and len(runner._children[-1]._runs) == 200, 120)
-    runs = runner._children[-1]._runs
+    assert eventually(lambda: runner._children
+                      and len(runner._children[-1].advisor.placements) == 200, 120)
+    runs = runner._children[-1].advisor.placements
     for step in range(1, 25):  # half an hour at a time; wait until all that is due started
         now = T0 + step * HOUR / 2
         clock.set(now)
