@@ -8,7 +8,8 @@ bytes, owner, flow run, flow, task), ``remove`` (it left: ``deleted``, ``purged`
 Events come from three places, because no single one sees everything:
 
 * the store's listener seam (:class:`LedgerListener`): writes, deletes, purges, hits, misses;
-* the memory tier's ``on_remove`` callback: its LRU evictions, which the store never sees;
+* hot tiers' ``on_remove`` callbacks: their own evictions (memory, node), which the store
+  never sees;
 * Redis, which evicts and expires silently: :func:`watch_evictions` turns its keyspace
   notifications (``notify-keyspace-events Exe``, an operator's setting) into removals as they
   happen, and :meth:`Ledger.reconcile` (run by ``flowcache gc``) ends the residencies whose copy
@@ -43,6 +44,7 @@ from flowcache.billing import (
 )
 from flowcache.entry import Header
 from flowcache.events import StoreListener
+from flowcache.lifecycle import _pid_alive
 
 log = logging.getLogger("flowcache.ledger")
 
@@ -120,11 +122,18 @@ class RedisBackend:
         return f"{self.prefix}ledger:{{{user}}}"
 
     def append(self, events: Sequence[Event]) -> None:
+        """Append; an event Redis refuses for good (``NOPERM``: another tenant's stream) is
+        dropped with a warning rather than retried forever. Connection errors raise."""
         pipe = self.client.pipeline(transaction=False)
         for event in events:
             pipe.xadd(self.key(event.user), {k: _wire(v) for k, v in event.fields().items()
                                              if v is not None and v != ""})
-        pipe.execute()
+        refused = [(event, result) for event, result in zip(
+            events, pipe.execute(raise_on_error=False), strict=True)
+            if isinstance(result, Exception)]
+        if refused:
+            log.warning("the ledger dropped %d events Redis refused (first: %s for %s)",
+                        len(refused), refused[0][1], refused[0][0].user)
 
     def events(self, user: str) -> Iterator[Event]:
         start, seq = "-", 0
@@ -184,8 +193,8 @@ class Ledger:
         self._retry_at = 0.0
         self._reset()
         me = weakref.ref(self)
-        atexit.register(lambda: (me() or _Absent).flush())
-        os.register_at_fork(after_in_child=lambda: (me() or _Absent)._reset())
+        atexit.register(_if_alive, me, "flush")
+        os.register_at_fork(after_in_child=lambda: _if_alive(me, "_reset"))
 
     def _reset(self) -> None:
         """Fresh state (also in a forked child: the parent's queue and writer are not ours)."""
@@ -193,6 +202,7 @@ class Ledger:
         self._lock = threading.Lock()
         self._delivering = threading.Lock()
         self._wake = threading.Event()
+        self._stop = threading.Event()
         self._writer: threading.Thread | None = None
 
     # -- recording ----------------------------------------------------------------------------
@@ -205,7 +215,7 @@ class Ledger:
                 self.dropped += over
             if len(self._pending) >= 1000:
                 self._wake.set()  # a burst: deliver it without waiting out the interval
-            if self._writer is None:
+            if self._writer is None or not self._writer.is_alive():
                 self._writer = threading.Thread(target=self._write_forever, daemon=True,
                                                 name="flowcache-ledger-writer")
                 self._writer.start()
@@ -235,7 +245,7 @@ class Ledger:
             return True
 
     def _write_forever(self) -> None:
-        while True:
+        while not self._stop.is_set():
             self._wake.wait(self.flush_every)
             self._wake.clear()
             if self._failures and time.monotonic() < self._retry_at:
@@ -317,20 +327,25 @@ class Ledger:
         return ended
 
     def close(self) -> None:
+        """Stop the writer, deliver what is queued, close the backend (a later event reopens
+        both)."""
+        with self._lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            self._stop.set()
+            self._wake.set()
+            if writer is not threading.current_thread():
+                writer.join()
+            self._stop.clear()
         self.flush()
         self.backend.close()
 
 
-class _Absent:
-    """Stands in for a ledger that was garbage-collected before exit or fork."""
-
-    @staticmethod
-    def flush() -> bool:
-        return True
-
-    @staticmethod
-    def _reset() -> None:
-        return None
+def _if_alive(ref: weakref.ref, method: str) -> None:
+    """Call ``method`` of a ledger at exit or fork, unless it was collected already."""
+    ledger = ref()
+    if ledger is not None:
+        getattr(ledger, method)()
 
 
 _LEDGERS: weakref.WeakKeyDictionary[Any, Ledger] = weakref.WeakKeyDictionary()
@@ -346,24 +361,14 @@ def _describe(backend: Any) -> str:
     return describe() if describe else type(backend).__name__
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class LedgerListener(StoreListener):
-    """One store's events, as its user's, into a ledger.
+    """One store's events, as its user's, into a ledger; plus what its tiers drop themselves.
 
-    Memory tiers report their own removals (LRU evictions included) through ``on_remove``, so
-    the store's removal events for them are skipped here (they would end the same residency
-    twice). Their copies die with the process: at exit, the open ones are ended.
+    A memory tier reports every removal of its own (LRU evictions included) through
+    ``on_remove``, so the store's removal events for it are skipped here (they would end the
+    same copy twice); its copies belong to this process, and those left end at exit. Other hot
+    tiers with ``on_remove`` (the node tier, shared by a host's processes) report only their
+    evictions that way, named by the entry's owner.
     """
 
     def __init__(self, ledger: Ledger, store: Any) -> None:
@@ -374,25 +379,29 @@ class LedgerListener(StoreListener):
         self._held: set[tuple[str, str]] = set()
         self._held_lock = threading.Lock()
         for tier in store.hot:
-            if hasattr(tier, "on_remove") and tier.name == "memory":
-                self._hook(tier)
+            if hasattr(tier, "on_remove"):
+                self._hook(tier, local=tier.name == "memory")
         if self._local:
             finalizer = weakref.WeakMethod(self.process_exit)
             atexit.register(lambda: (finalizer() or (lambda: None))())
 
-    def _hook(self, tier: Any) -> None:
+    def _hook(self, tier: Any, *, local: bool) -> None:
         previous = tier.on_remove
         name = tier.name
 
         def removed(entry: str, nbytes: int, reason: str) -> None:
             if previous is not None:
                 previous(entry, nbytes, reason)
+            if not local:
+                self.ledger.removed(entry.partition("/")[0], name, entry, reason)
+                return
             with self._held_lock:
                 self._held.discard((name, entry))
             self.ledger.removed(self.user, name, entry, reason, proc=self.proc)
 
         tier.on_remove = removed
-        self._local.add(name)
+        if local:
+            self._local.add(name)
 
     def on_write(self, name: str, tier: str, header: Header, nbytes: int) -> None:
         proc = ""

@@ -301,3 +301,34 @@ def test_the_ledger_reconcile_command(redis_url, tmp_path):
     gc = CliRunner().invoke(app, ["gc"], env=env)
     assert "ledger:" not in gc.output  # nothing left to reconcile
     store.close()
+
+
+def test_node_tier_evictions_end_the_owners_copy(make_store, tmp_path, clock):
+    from flowcache.tiers.node import NodeTier
+
+    ledger = Ledger(SQLiteBackend(tmp_path / "l.db"), clock=clock)
+    store = make_store(NodeTier(tmp_path / "node", max_bytes=10_000),
+                       ObjectTier(str(tmp_path / "d")))
+    ledger.attach(store)
+    for i in range(4):
+        store.put(key(i), bytes(4000))
+        clock.advance(1)
+    store.delete(key(3), reason="purged")
+    removals = [(e.tier, e.name, e.reason, e.proc) for e in ledger.events("alice")
+                if e.kind == "remove" and e.tier == "node"]
+    assert removals[:2] == [("node", store.name_for(key(0)), "evicted", ""),
+                            ("node", store.name_for(key(1)), "evicted", "")]
+    assert removals[-1] == ("node", store.name_for(key(3)), "purged", "")
+
+
+def test_events_redis_refuses_for_good_are_dropped_not_retried(tenant_redis, clock):
+    _, admin, tenant = tenant_redis
+    _, alice_url = tenant("alice")
+    ledger = Ledger(RedisBackend(redis.Redis.from_url(alice_url)), clock=clock)
+    ledger.missed("alice", "mine")
+    ledger.missed("bob", "not alice's to write")  # NOPERM: bob's stream
+    assert ledger.flush()
+    ledger.missed("alice", "later")
+    assert ledger.flush()
+    assert admin.xlen("flowcache:ledger:{alice}") == 2
+    assert not admin.exists("flowcache:ledger:{bob}")
