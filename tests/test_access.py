@@ -17,13 +17,22 @@ from typer.testing import CliRunner
 from flowcache.access import (
     ForeignNamespace,
     Identity,
+    RedisTenant,
     acl_username,
     clear_namespace,
     new_key,
     tenant_acl_rules,
+    tenant_store_spec,
 )
 from flowcache.cli import app
-from flowcache.config import StoreConfig, TierSpec, default_store, flowcache_user, use_store
+from flowcache.config import (
+    StoreConfig,
+    TierSpec,
+    default_store,
+    flowcache_user,
+    split_store_spec,
+    use_store,
+)
 from flowcache.entry import Header, encode_payload
 from flowcache.errors import ConfigError, CorruptEntry, ForeignEntry
 from flowcache.ledger import Ledger, SQLiteBackend, ledger_of
@@ -298,6 +307,17 @@ def test_acl_rules_are_built_from_validated_names():
         tenant_acl_rules("al*ce", "0" * 64)
     with pytest.raises(ConfigError):
         acl_username("default bob")
+
+
+def test_a_tenants_store_spec_carries_their_credentials_never_the_operators():
+    tenant = RedisTenant("alice", "flowcache-alice", "pw-a", (), persisted=False)
+    spec = tenant_store_spec(["memory", "redis://ops:adminpw@cache:6379/2?prefix=fc:",
+                              "s3://team/fc"], tenant)
+    memory, redis_url, durable = split_store_spec(spec)
+    assert (memory, durable) == ("memory", "s3://team/fc")
+    assert redis_url == "redis://flowcache-alice:pw-a@cache:6379/2?prefix=fc%3A&index=true"
+    assert "adminpw" not in spec
+    assert TierSpec.parse(redis_url).options == {"prefix": "fc:", "index": True}
 
 
 def test_bucket_policy_command_confines_a_user_to_their_prefix():
