@@ -7,8 +7,12 @@ load_defaults()
 
 from dask_cache.compute import compute, graph_of  # noqa: E402
 from dask_cache.graph import GraphPlan, chain_keys, plan  # noqa: E402
+from dask_cache.options import cache, carbon, session  # noqa: E402
+from dask_cache.placement import CarbonPlacer, PlacedFuture  # noqa: E402
 from dask_cache.plugin import CacheWorkerPlugin, worker_metrics  # noqa: E402
+from dask_cache.scheduler import CacheSchedulerPlugin, scheduler_residency  # noqa: E402
 from dask_cache.tasks import graph_counters  # noqa: E402
 
-__all__ = ["CacheWorkerPlugin", "GraphPlan", "chain_keys", "compute", "graph_counters",
-           "graph_of", "plan", "worker_metrics"]
+__all__ = ["CacheSchedulerPlugin", "CacheWorkerPlugin", "CarbonPlacer", "GraphPlan",
+           "PlacedFuture", "cache", "carbon", "chain_keys", "compute", "graph_counters",
+           "graph_of", "plan", "scheduler_residency", "session", "worker_metrics"]

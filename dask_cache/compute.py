@@ -14,6 +14,7 @@ cluster) or on Dask's default scheduler.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import dask
@@ -25,6 +26,7 @@ from dask.core import flatten
 from dask_cache.graph import GraphPlan, plan
 from dask_cache.scheduler import session_run_id
 from dask_cache.settings import DaskCacheSettings
+from dask_cache.tasks import LOCAL_STORES
 from flowcache.config import default_store
 from flowcache.lifetimes import FlowScoped, Lifetime, parse_lifetime
 from flowcache.store import TieredStore
@@ -57,7 +59,9 @@ def compute(*args: Any, store: TieredStore | None = None, client: Any = None,
         if client is None:
             raise ValueError("lifetime='flow' needs a client: its session is the flow")
         chosen = FlowScoped(session_run_id(client.id), chosen.max_age)
-    rewritten = plan(dsk, keys, store, settings=settings, lifetime=chosen)
+    token = f"{os.getpid()}-{id(store)}"
+    LOCAL_STORES[token] = store
+    rewritten = plan(dsk, keys, store, settings=settings, lifetime=chosen, token=token)
     with dask.annotate(flowcache=True, flowcache_owner=store.namespace):
         results = _run(rewritten, client, scheduler, collections)
     packed = repack(results)

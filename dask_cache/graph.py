@@ -75,7 +75,8 @@ def chain_keys(dsk: Mapping[Hashable, GraphNode], *, namespace: str,
 
 
 def plan(dsk: Mapping[Hashable, GraphNode], outputs: Iterable[Hashable], store: TieredStore,
-         *, settings: DaskCacheSettings | None = None, lifetime: Lifetime = KEEP) -> GraphPlan:
+         *, settings: DaskCacheSettings | None = None, lifetime: Lifetime = KEEP,
+         token: str | None = None) -> GraphPlan:
     """Rewrite ``dsk`` so that stored results load and the rest computes and stores."""
     settings = settings or DaskCacheSettings.current()
     outputs = list(outputs)
@@ -96,14 +97,15 @@ def plan(dsk: Mapping[Hashable, GraphNode], outputs: Iterable[Hashable], store: 
         node = dsk[key]
         if _cacheable(node) and store.exists(chain[key]):
             result.loads.add(key)
-            result.graph[key] = Task(key, load, chain[key], _label(node))
+            result.graph[key] = Task(key, load, chain[key], _label(node), token)
             continue
         if _cacheable(node):
             result.computes.add(key)
             # the requested results are always kept: they are what a re-run asks for first
             chosen = ALWAYS if key in wanted else policy
             result.graph[key] = Task(key, functools.partial(
-                compute_and_store, node.func, chain[key], chosen, _label(node), lifetime),
+                compute_and_store, node.func, chain[key], chosen, _label(node), lifetime,
+                token),
                 *node.args, **node.kwargs)
         else:
             result.graph[key] = node

@@ -49,6 +49,13 @@ class CacheSchedulerPlugin(SchedulerPlugin):
         self._lock = threading.Lock()
         self._store: Any = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Shipped to the scheduler: configuration only, no locks or open stores."""
+        return {"config": self.config, "sink": self.sink, "clock": self.clock}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["config"], sink=state["sink"], clock=state["clock"])
+
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
 

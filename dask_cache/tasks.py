@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,9 +49,20 @@ def _count(name: str) -> None:
         COUNTERS[name] += 1
 
 
-def load(chain_key: str, label: str) -> Any:
+#: stores registered by ``dask_cache.compute`` in this process, by token: tasks run by a local
+#: scheduler use the very store the plan was made with; on a worker (another process) the
+#: token is unknown and the worker's store (set up by CacheWorkerPlugin) is used
+LOCAL_STORES: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+
+
+def store_for(token: str | None) -> Any:
+    store = LOCAL_STORES.get(token) if token else None
+    return store if store is not None else default_store()
+
+
+def load(chain_key: str, label: str, token: str | None = None) -> Any:
     """The stored result of a task the rewrite found in the cache."""
-    value = default_store().get(chain_key, _MISSING)
+    value = store_for(token).get(chain_key, _MISSING)
     if value is _MISSING:
         raise KeyError(f"flowcache: the stored result of {label} ({chain_key[:12]}) vanished "
                        "between planning and loading; run the graph again")
@@ -59,7 +71,7 @@ def load(chain_key: str, label: str) -> Any:
 
 
 def compute_and_store(func: Callable[..., Any], chain_key: str, policy: LoadPolicy, label: str,
-                      lifetime: Lifetime, *args: Any, **kwargs: Any) -> Any:
+                      lifetime: Lifetime, token: str | None, *args: Any, **kwargs: Any) -> Any:
     """Run the task; store its result if recomputing it would cost more than loading it."""
     started = time.perf_counter()
     value = func(*args, **kwargs)
@@ -68,7 +80,7 @@ def compute_and_store(func: Callable[..., Any], chain_key: str, policy: LoadPoli
     if not policy.worth_storing(elapsed, sizeof(value)):
         _count("skipped_cheap")
         return value
-    store = default_store()
+    store = store_for(token)
     try:
         if isinstance(lifetime, FlowScoped) and lifetime.run_id:
             tracker_for(store).record(lifetime.run_id, chain_key)
