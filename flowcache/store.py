@@ -367,8 +367,10 @@ class TieredStore:
         """
         for name in self.scan(prefix):
             head = self.durable.head(name, HEADER_PROBE_BYTES)
+            if head is None:
+                continue  # deleted since the listing
             try:
-                yield name, peek_header(head) if head else None
+                yield name, peek_header(head)
             except CorruptEntry:
                 yield name, None
 
