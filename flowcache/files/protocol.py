@@ -1,0 +1,324 @@
+"""The ``flowcache::`` fsspec filesystem: remote files read through the store's tiers.
+
+::
+
+    import pandas as pd
+    df = pd.read_parquet("flowcache::s3://bucket/table.parquet")
+    with fsspec.open("flowcache::gs://bucket/out.csv", "w") as f: ...   # confirmed on close
+
+Like fsspec's ``filecache::``, it wraps a *target* filesystem (``s3``, ``gs``, ``file``...) given
+by the rest of the URL; target options go under the target's protocol name
+(``storage_options={"s3": {"endpoint_url": ...}}``) and default to the store configuration's
+``FLOWCACHE_STORAGE_OPTIONS``. Options of this filesystem (``flowcache={...}`` or top-level
+keyword arguments): ``store``, ``consistency``, ``block_size``, ``fetch_bytes``, ``lifetime``,
+``run_id``, ``meta``, ``fill_on_write``, ``spool_bytes``, ``spool_dir``, ``local_dir``.
+
+Opening a file for reading resolves its current version (see
+:mod:`flowcache.files.consistency`), then serves ranges from the block cache
+(:mod:`flowcache.files.blocks`). Writing goes to the target first and is confirmed before
+``close()`` returns (:mod:`flowcache.files.writes`). Everything else (``ls``, ``info``,
+``mkdir``...) is the target's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import fsspec
+from fsspec.implementations.chained import ChainedFileSystem
+from fsspec.spec import AbstractBufferedFile
+
+from flowcache.files.blocks import (
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_FETCH_BYTES,
+    BlockPolicy,
+    BlockReader,
+    workers_for,
+)
+from flowcache.files.consistency import Consistency, book_for, parse_consistency
+from flowcache.files.records import drop_stale, read_record, write_record
+from flowcache.files.remote import RemoteChanged, fetch_range
+from flowcache.files.versions import Version, canonical_url, protocol_of, version_of
+from flowcache.lifetimes import FlowScoped, Lifetime, parse_lifetime
+from flowcache.store import TieredStore
+
+log = logging.getLogger("flowcache.files")
+
+DEFAULT_LIFETIME = "7d"
+
+
+class FlowcacheFileSystem(ChainedFileSystem):
+    """Reads of ``target`` files served from a :class:`TieredStore`; writes confirmed.
+
+    Instances are cheap views (``cachable = False``): what must outlive one ``fsspec.open``
+    call (the versions seen, the fetch workers) is kept per store in this process, so every
+    filesystem over one store shares it.
+    """
+
+    protocol = "flowcache"
+    cachable = False
+    _strip_tokenize_options = ("fo",)
+
+    def __init__(self, target_protocol: str | None = None,
+                 target_options: Mapping[str, Any] | None = None,
+                 fs: fsspec.AbstractFileSystem | None = None, *,
+                 store: TieredStore | None = None,
+                 consistency: Consistency | str | float | timedelta | None = "always",
+                 block_size: int | str = DEFAULT_BLOCK_SIZE,
+                 fetch_bytes: int | str = DEFAULT_FETCH_BYTES,
+                 lifetime: Lifetime | str | float | timedelta | None = DEFAULT_LIFETIME,
+                 run_id: str | None = None, meta: Mapping[str, Any] | None = None,
+                 fill_on_write: bool = True, spool_bytes: int | str = 64 << 20,
+                 spool_dir: str | None = None, local_dir: str | None = None,
+                 clock: Callable[[], float] = time.monotonic, fo: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        from flowcache.config import default_store, parse_size
+
+        if (fs is None) == (target_protocol is None):
+            raise ValueError("flowcache:: wraps another filesystem: give a chained URL such as "
+                             "'flowcache::s3://bucket/key', or target_protocol= (or fs=)")
+        self.store = store if store is not None else default_store()
+        if fs is None:
+            options = dict(_configured_options(self.store, target_protocol))
+            options.update(target_options or {})
+            fs = fsspec.filesystem(target_protocol, **options)
+        self.fs = fs
+        self.target_protocol = protocol_of(fs)
+        self.consistency = parse_consistency(consistency)
+        lifetime = parse_lifetime(lifetime)
+        if isinstance(lifetime, FlowScoped) and not lifetime.run_id:
+            lifetime = FlowScoped(run_id or current_run_id(), lifetime.max_age)
+        self.policy = BlockPolicy(parse_size(block_size), parse_size(fetch_bytes), lifetime,
+                                  dict(meta or {}))
+        self.fill_on_write = fill_on_write
+        self.spool_bytes = parse_size(spool_bytes)
+        self.spool_dir = spool_dir
+        self.local_dir = local_dir
+        self.clock = clock
+
+        def strip(path: str) -> str:  # per instance, as each wraps its own target
+            return self.fs._strip_protocol(type(self)._strip_protocol(path))
+
+        self._strip_protocol = strip  # type: ignore[method-assign]
+
+    # -- paths --------------------------------------------------------------------------------
+    def url(self, path: str) -> str:
+        return canonical_url(self.fs, self._strip_protocol(path))
+
+    # -- versions -----------------------------------------------------------------------------
+    def current_version(self, path: str) -> Version:
+        """The version of ``path`` to read, per the consistency policy.
+
+        A version different from the one cached drops the cached blocks of the others;
+        a file that is gone drops all of them and raises ``FileNotFoundError``.
+        """
+        path = self._strip_protocol(path)
+        url = canonical_url(self.fs, path)
+        book = book_for(self.store)
+        now = self.clock()
+        seen = book.get(url)
+        if seen is not None and not self.consistency.due(seen.checked_at, now):
+            return seen.version
+        if seen is None and self.consistency.trusts_records:
+            recorded = read_record(self.store, url)
+            if recorded is not None:
+                book.put(recorded, now)
+                return recorded
+        return self.check(path, seen.version if seen is not None else None)
+
+    def check(self, path: str, previous: Version | None = None) -> Version:
+        """Fetch the version of ``path`` now, whatever the policy, and reconcile the cache."""
+        path = self._strip_protocol(path)
+        url = canonical_url(self.fs, path)
+        book = book_for(self.store)
+        try:
+            version = version_of(self.fs, path, weak_ok=self.consistency.trusts_records)
+        except FileNotFoundError:
+            book.forget(url)
+            if previous is not None or read_record(self.store, url) is not None:
+                drop_stale(self.store, url, keep=None)
+            raise FileNotFoundError(errno.ENOENT, "no such file", url) from None
+        if previous is None:
+            previous = read_record(self.store, url)
+        if previous is None or previous.digest != version.digest:
+            if previous is not None:
+                drop_stale(self.store, url, keep=version)
+            write_record(self.store, version, lifetime=self.policy.lifetime,
+                         meta=self.policy.meta)
+        book.put(version, self.clock())
+        return version
+
+    def drop(self, path: str) -> int:
+        """Remove every cached copy of ``path`` (the remote file is untouched)."""
+        url = self.url(path)
+        book_for(self.store).forget(url)
+        return drop_stale(self.store, url, keep=None)
+
+    def reader(self, path: str, version: Version | None = None) -> BlockReader:
+        path = self._strip_protocol(path)
+        version = version or self.current_version(path)
+        return BlockReader(self.store, version,
+                           lambda start, end: fetch_range(self.fs, path, version, start, end),
+                           self.policy)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for blocks still being stored in the background (tests, benchmarks, exit)."""
+        return workers_for(self.store).wait(timeout)
+
+    # -- reading ------------------------------------------------------------------------------
+    def _open(self, path: str, mode: str = "rb", block_size: Any = None,
+              autocommit: bool = True, cache_options: Any = None, **kwargs: Any) -> Any:
+        path = self._strip_protocol(path)
+        if not autocommit:
+            raise NotImplementedError("flowcache:: writes commit on close(); transactions "
+                                      "(autocommit=False) are not supported")
+        if mode == "rb":
+            return CachedFile(self, path, self.reader(path))
+        if mode == "wb":
+            from flowcache.files.writes import ConfirmedWriteFile
+
+            return ConfirmedWriteFile(self, path)
+        raise ValueError(f"flowcache:: opens files to read ('rb') or to write whole ('wb'), "
+                         f"not {mode!r}")
+
+    def cat_file(self, path: str, start: int | None = None, end: int | None = None,
+                 **kwargs: Any) -> bytes:
+        reader = self.reader(path)
+        size = reader.version.size
+        start = 0 if start is None else (size + start if start < 0 else start)
+        end = size if end is None else (size + end if end < 0 else end)
+        try:
+            return reader.read(start, end)
+        except RemoteChanged:
+            self._recheck(path)
+            raise
+
+    def _recheck(self, path: str) -> None:
+        """After a read met a changed remote file: note its new version (or its absence)."""
+        try:
+            self.check(path)
+        except Exception as exc:
+            log.debug("re-checking %s after a change: %s", path, exc)
+
+    def localize(self, path: str, directory: str | Path | None = None) -> Path:
+        """A local path holding the current version of ``path`` (see :mod:`.localize`)."""
+        from flowcache.files.localize import localize_version
+
+        path = self._strip_protocol(path)
+        return localize_version(self, path, self.current_version(path), directory)
+
+    def ukey(self, path: str) -> str:
+        return self.current_version(path).digest
+
+    # -- the target's own operations ----------------------------------------------------------
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        return self.fs.info(self._strip_protocol(path), **kwargs)
+
+    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> Any:
+        return self.fs.ls(self._strip_protocol(path), detail=detail, **kwargs)
+
+    def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
+        self.fs.mkdir(self._strip_protocol(path), create_parents=create_parents, **kwargs)
+
+    def makedirs(self, path: str, exist_ok: bool = False) -> None:
+        self.fs.makedirs(self._strip_protocol(path), exist_ok=exist_ok)
+
+    def rmdir(self, path: str) -> None:
+        self.fs.rmdir(self._strip_protocol(path))
+
+    def rm_file(self, path: str) -> None:
+        path = self._strip_protocol(path)
+        self.fs.rm_file(path)
+        self.drop(path)
+
+    def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+        path2 = self._strip_protocol(path2)
+        self.fs.cp_file(self._strip_protocol(path1), path2, **kwargs)
+        self.drop(path2)
+
+    def modified(self, path: str) -> Any:
+        return self.fs.modified(self._strip_protocol(path))
+
+    def created(self, path: str) -> Any:
+        return self.fs.created(self._strip_protocol(path))
+
+    def __repr__(self) -> str:
+        return (f"<FlowcacheFileSystem over {self.target_protocol} "
+                f"consistency={self.consistency!r} store={self.store.describe()}>")
+
+
+class CachedFile(AbstractBufferedFile):
+    """A read-only file whose ranges come from the block cache.
+
+    Reads inside one block keep that block (the tiers are asked once per block, not once per
+    ``read``); larger reads go to the block reader whole.
+    """
+
+    def __init__(self, fs: FlowcacheFileSystem, path: str, reader: BlockReader) -> None:
+        self.reader = reader
+        self._held: tuple[int, bytes | memoryview] | None = None
+        super().__init__(fs, path, mode="rb", block_size=reader.policy.block_size,
+                         cache_type="none", size=reader.version.size)
+
+    @property
+    def version(self) -> Version:
+        return self.reader.version
+
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        bs = self.reader.policy.block_size
+        end = min(end, self.size)
+        if start >= end:
+            return b""
+        try:
+            index = start // bs
+            if (end - 1) // bs != index:
+                return self.reader.read(start, end)
+            if self._held is None or self._held[0] != index:
+                self._held = (index, self.reader.block(index))
+            base = index * bs
+            return bytes(memoryview(self._held[1])[start - base:end - base])
+        except RemoteChanged:
+            self.fs._recheck(self.path)
+            raise
+
+    def close(self) -> None:
+        self._held = None
+        super().close()
+
+
+_RUN_ID: ContextVar[str | None] = ContextVar("flowcache_files_run", default=None)
+
+
+def current_run_id() -> str | None:
+    """The flow run that ``lifetime="flow"`` files belong to in this context (set by
+    :func:`run_scope`, which the Prefect ``files()`` option enters around a task body)."""
+    return _RUN_ID.get()
+
+
+@contextlib.contextmanager
+def run_scope(run_id: str | None) -> Iterator[str | None]:
+    """``with run_scope(run_id):`` makes ``flowcache::`` files opened inside the block with
+    ``lifetime="flow"`` belong to that flow run (a context variable: it follows the code into
+    threads and tasks started inside the block)."""
+    token = _RUN_ID.set(run_id)
+    try:
+        yield run_id
+    finally:
+        _RUN_ID.reset(token)
+
+
+def _configured_options(store: TieredStore, protocol: str) -> Mapping[str, Any]:
+    """The store configuration's options for ``protocol`` (``FLOWCACHE_STORAGE_OPTIONS``)."""
+    config = getattr(store, "config", None)
+    options = getattr(config, "storage_options", None) or {}
+    name = {"gcs": "gs", "s3a": "s3"}.get(protocol, protocol)
+    return options.get(name) or options.get(protocol) or {}
