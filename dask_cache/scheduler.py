@@ -7,8 +7,10 @@ session's intermediates when its client goes away.
 
 Residency: every task submitted through flowcache (annotated ``flowcache``) is timed from the
 moment its result lands in worker memory until it leaves (released, forgotten, lost); its
-``nbytes`` x those seconds are summed per owner and, when a ledger is attached (a callable
-``sink(key, nbytes, seconds, owner)``), reported there. Session purge: entries written with
+``nbytes`` x those seconds are summed per owner and written to the flowcache ledger of the
+configured store (a ``write`` and a ``remove`` on tier ``dask-memory``, so ``flowcache billing``
+covers cluster memory too); ``sink=`` replaces the ledger with a callable
+``sink(key, nbytes, seconds, owner)``. Session purge: entries written with
 ``lifetime="flow"`` inside ``dask_cache.session(client)`` belong to run ``dask-<client id>``; when
 that client disconnects the plugin deletes them from every tier (in a thread: the scheduler's
 event loop never waits for storage).
@@ -28,6 +30,7 @@ from flowcache.config import StoreConfig
 
 log = logging.getLogger("dask_cache")
 ResidencySink = Callable[[str, int, float, str], None]
+TIER = "dask-memory"
 
 
 def session_run_id(client_id: str) -> str:
@@ -48,6 +51,7 @@ class CacheSchedulerPlugin(SchedulerPlugin):
         self.intervals = 0
         self._lock = threading.Lock()
         self._store: Any = None
+        self._ledger: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
         """Shipped to the scheduler: configuration only, no locks or open stores."""
@@ -58,6 +62,11 @@ class CacheSchedulerPlugin(SchedulerPlugin):
 
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
+        if self.sink is None and self.config is not None:
+            from flowcache.ledger import ledger_of
+
+            self._store = self.config.build()
+            self._ledger = ledger_of(self._store)
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         if finish == "memory":
@@ -66,6 +75,8 @@ class CacheSchedulerPlugin(SchedulerPlugin):
                 return
             owner = str(ts.annotations.get("flowcache_owner", "default"))
             self._since[key] = (self.clock(), int(ts.nbytes or 0), owner)
+            if self._ledger is not None:
+                self._ledger.wrote(owner, TIER, str(key), int(ts.nbytes or 0))
         elif start == "memory" and key in self._since:
             began, nbytes, owner = self._since.pop(key)
             self._account(key, nbytes, self.clock() - began, owner)
@@ -74,6 +85,8 @@ class CacheSchedulerPlugin(SchedulerPlugin):
         with self._lock:
             self.byte_seconds[owner] = self.byte_seconds.get(owner, 0.0) + nbytes * seconds
             self.intervals += 1
+        if self._ledger is not None:
+            self._ledger.removed(owner, TIER, str(key), "released")
         if self.sink is not None:
             try:
                 self.sink(str(key), nbytes, seconds, owner)

@@ -141,7 +141,7 @@ def test_killing_a_worker_mid_run_loses_no_committed_entry(cluster, client, stor
     client.wait_for_workers(2, timeout=60)
 
 
-def test_residency_billing_matches_nbytes_times_time(client):
+def test_residency_billing_matches_nbytes_times_time(client, config):
     from dask.sizeof import sizeof
 
     sizes = [200_000, 300_000]
@@ -163,6 +163,23 @@ def test_residency_billing_matches_nbytes_times_time(client):
     expected = nbytes * (released - held_from)
     billed = client.run_on_scheduler(dask_cache.scheduler_residency)["residency-test"]
     assert billed == pytest.approx(expected, rel=0.05)
+
+    from flowcache.billing import usage
+    from flowcache.ledger import ledger_of
+
+    ledger = ledger_of(config.build())  # what `flowcache billing` reads
+
+    def ledgered():
+        rows = usage(ledger.events("residency-test"), user="residency-test",
+                     since=held_from - 60, until=time.time() + 1).rows
+        return sum(r.byte_seconds for r in rows if r.tier == "dask-memory")
+
+    def closed():  # both copies written and removed in the ledger (written asynchronously)
+        kinds = [e.kind for e in ledger.events("residency-test") if e.tier == "dask-memory"]
+        return kinds.count("remove") >= 2
+
+    assert eventually(closed, 30)
+    assert ledgered() == pytest.approx(expected, rel=0.05)
 
 
 def test_a_sessions_intermediates_are_purged_when_its_client_leaves(cluster, store):
