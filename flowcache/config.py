@@ -64,6 +64,7 @@ _SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "ki": 2**10, "kib": 2**10
                "gi": 2**30, "gib": 2**30, "t": 10**12, "tb": 10**12, "ti": 2**40, "tib": 2**40}
 _TIER_OPTIONS = {
     "memory": {"max_bytes": "size", "max_item_bytes": "size"},
+    "node": {"max_bytes": "size", "max_item_bytes": "size"},
     "redis": {"max_item_bytes": "size", "inline_bytes": "size", "part_bytes": "size",
               "prefix": "str", "index": "bool"},
     "object": {"fsync": "bool"},
@@ -104,6 +105,8 @@ class TierSpec:
             kind = "memory"
         elif scheme in ("redis", "rediss", "unix", "redis+cluster"):
             kind = "redis"
+        elif scheme == "node":
+            kind = "node"  # node or node:///dir: the node tier (shared by a node's processes)
         else:
             kind = "object"
         allowed = _TIER_OPTIONS[kind]
@@ -251,6 +254,9 @@ def _storage_options(value: Any) -> dict[str, dict[str, Any]]:
 def build_tier(spec: TierSpec, storage_options: Mapping[str, Mapping[str, Any]]) -> Any:
     if spec.kind == "memory":
         return tier_class("memory")(**spec.options)
+    if spec.kind == "node":
+        directory = urlsplit(spec.url).path if spec.url.startswith("node:") else ""
+        return tier_class("node")(directory or None, **spec.options)
     if spec.kind == "redis":
         return tier_class("redis").from_url(spec.url, **spec.options)
     protocol = spec.url.split("://", 1)[0].lower() if "://" in spec.url else "file"

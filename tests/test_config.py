@@ -89,3 +89,17 @@ def test_toml_file_settings_and_env_precedence(tmp_path):
 def test_the_last_tier_must_be_durable(tmp_path):
     with pytest.raises(ValueError, match="durable"):
         StoreConfig.from_env({"FLOWCACHE_STORE": "memory"}).build()
+
+
+def test_a_node_tier_in_the_chain(tmp_path):
+    from flowcache.tiers.node import NodeTier
+
+    config = StoreConfig.from_env({
+        "FLOWCACHE_STORE": f"memory+node://{tmp_path}/node?max_bytes=1MiB+{tmp_path}/d"})
+    store = config.build()
+    node = store.tiers[1]
+    assert isinstance(node, NodeTier)
+    assert node.max_bytes == 1 << 20
+    assert str(node.root) == f"{tmp_path}/node"
+    store.put("ab" * 32, b"x")
+    assert node.exists(store.name_for("ab" * 32))

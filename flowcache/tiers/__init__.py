@@ -1,8 +1,9 @@
 """Tiers by URL scheme, fsspec-style: a registry of import paths, loaded on first use.
 
-``memory`` -> :class:`MemoryTier`; ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``
--> :class:`RedisTier`; any other URL (a path, ``file://``, ``s3://``, ``gs://``, ``memory://``...)
--> :class:`ObjectTier` over fsspec. ``register_tier`` adds a scheme.
+``memory`` -> :class:`MemoryTier`; ``node`` (``node:///dir``) -> :class:`NodeTier`;
+``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://`` -> :class:`RedisTier`; any other
+URL (a path, ``file://``, ``s3://``, ``gs://``, ``memory://``...) -> :class:`ObjectTier` over
+fsspec. ``register_tier`` adds a scheme.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from flowcache.tiers.base import BaseTier, Tier
 
 TIER_REGISTRY: dict[str, str] = {
     "memory": "flowcache.tiers.memory.MemoryTier",
+    "node": "flowcache.tiers.node.NodeTier",
     "redis": "flowcache.tiers.redis.RedisTier",
     "rediss": "flowcache.tiers.redis.RedisTier",
     "unix": "flowcache.tiers.redis.RedisTier",
@@ -36,7 +38,8 @@ __all__ = ["TIER_REGISTRY", "BaseTier", "Tier", "register_tier", "tier_class"]
 
 
 def __getattr__(name: str) -> Any:  # lazy: importing flowcache.tiers does not import redis
-    lazy = {"MemoryTier": "flowcache.tiers.memory", "RedisTier": "flowcache.tiers.redis",
+    lazy = {"MemoryTier": "flowcache.tiers.memory", "NodeTier": "flowcache.tiers.node",
+            "RedisTier": "flowcache.tiers.redis",
             "ObjectTier": "flowcache.tiers.objects"}
     if name in lazy:
         return getattr(importlib.import_module(lazy[name]), name)
