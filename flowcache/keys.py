@@ -27,11 +27,9 @@ import math
 import os
 import socket
 import struct
-import sys
 import threading
 import types
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -40,6 +38,7 @@ import blake3
 from flowcache.code_identity import function_identity
 from flowcache.errors import UnhashableInput
 from flowcache.fingerprints import FileRef, Fingerprinter
+from flowcache.provenance import PROVENANCE, Provenance
 
 KEY_VERSION = b"flowcache-key-v1"
 _LARGE = 1 << 20  # buffers from this size are hashed on all cores
@@ -57,50 +56,6 @@ def register_hasher(cls: type, fn: Hasher) -> None:
     _HASHERS[cls] = fn
 
 
-class Provenance:
-    """Remembers which content key produced a value, so downstream keys chain instead of re-hashing.
-
-    Only large values of immutable types are remembered: a mutable value could be changed after
-    it was produced and its key would then lie. Entries hold a strong reference (so an ``id()``
-    is never reused while remembered) and the registry is bounded by ``max_entries``.
-    """
-
-    IMMUTABLE = (bytes, str, tuple, frozenset)
-
-    def __init__(self, *, min_bytes: int = 1 << 16, max_entries: int = 1024) -> None:
-        self.min_bytes = min_bytes
-        self.max_entries = max_entries
-        self._entries: OrderedDict[int, tuple[Any, str]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def remember(self, value: Any, key: str) -> None:
-        if not self._eligible(value):
-            return
-        with self._lock:
-            self._entries[id(value)] = (value, key)
-            self._entries.move_to_end(id(value))
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-
-    def lookup(self, value: Any) -> str | None:
-        entry = self._entries.get(id(value))
-        if entry is not None and entry[0] is value:
-            return entry[1]
-        return None
-
-    def forget_all(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-    def _eligible(self, value: Any) -> bool:
-        if type(value) not in self.IMMUTABLE:
-            return False
-        if isinstance(value, (bytes, str)):
-            return len(value) >= self.min_bytes
-        return sys.getsizeof(value) >= self.min_bytes
-
-
-PROVENANCE = Provenance()
 
 # Tags: one byte before every encoded value so that, e.g., b"1", "1", 1 and 1.0 differ.
 _T_NONE, _T_BOOL, _T_INT, _T_FLOAT, _T_COMPLEX, _T_STR, _T_BYTES, _T_BYTEARRAY = range(1, 9)

@@ -27,144 +27,25 @@ import atexit
 import logging
 import os
 import socket
-import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from flowcache.billing import (
-    EVENT_FIELDS,
     Event,
     Residency,
-    event_from_fields,
     open_residencies,
 )
 from flowcache.entry import Header
 from flowcache.events import StoreListener
+from flowcache.ledger_backends import LedgerBackend, RedisBackend, SQLiteBackend
 from flowcache.lifecycle import _pid_alive
 
 log = logging.getLogger("flowcache.ledger")
-
-class LedgerBackend(Protocol):
-    def append(self, events: Sequence[Event]) -> None: ...
-
-    def events(self, user: str) -> Iterator[Event]:
-        """``user``'s events in arrival order (``seq`` set)."""
-
-    def users(self) -> list[str]: ...
-
-    def close(self) -> None: ...
-
-
-class SQLiteBackend:
-    """One table in a SQLite file (WAL), shared by every process of the user on this host."""
-
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        self._pid = 0
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None or self._pid != os.getpid():  # never share one across a fork
-            conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False,
-                                   isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(f"CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY "
-                         f"AUTOINCREMENT, {', '.join(EVENT_FIELDS)})")
-            conn.execute("CREATE INDEX IF NOT EXISTS events_user ON events (user, seq)")
-            self._conn, self._pid = conn, os.getpid()
-        return self._conn
-
-    def append(self, events: Sequence[Event]) -> None:
-        marks = ", ".join("?" for _ in EVENT_FIELDS)
-        with self._lock:
-            self._connection().executemany(
-                f"INSERT INTO events ({', '.join(EVENT_FIELDS)}) VALUES ({marks})",
-                [tuple(event.fields().values()) for event in events])
-
-    def events(self, user: str) -> Iterator[Event]:
-        with self._lock:
-            rows = self._connection().execute(
-                f"SELECT seq, {', '.join(EVENT_FIELDS)} FROM events WHERE user = ? ORDER BY seq",
-                (user,)).fetchall()
-        for seq, *values in rows:
-            yield event_from_fields(dict(zip(EVENT_FIELDS, values, strict=True)), seq)
-
-    def users(self) -> list[str]:
-        with self._lock:
-            rows = self._connection().execute("SELECT DISTINCT user FROM events").fetchall()
-        return sorted(row[0] for row in rows)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn = None
-
-    def describe(self) -> str:
-        return f"sqlite {self.path}"
-
-
-class RedisBackend:
-    """A stream per user, ``<prefix>ledger:{<user>}``: tenants may append and read, not trim."""
-
-    def __init__(self, client: Any, *, prefix: str = "flowcache:") -> None:
-        self.client = client
-        self.prefix = prefix
-
-    def key(self, user: str) -> str:
-        return f"{self.prefix}ledger:{{{user}}}"
-
-    def append(self, events: Sequence[Event]) -> None:
-        """Append; an event Redis refuses for good (``NOPERM``: another tenant's stream) is
-        dropped with a warning rather than retried forever. Connection errors raise."""
-        pipe = self.client.pipeline(transaction=False)
-        for event in events:
-            pipe.xadd(self.key(event.user), {k: _wire(v) for k, v in event.fields().items()
-                                             if v is not None and v != ""})
-        refused = [(event, result) for event, result in zip(
-            events, pipe.execute(raise_on_error=False), strict=True)
-            if isinstance(result, Exception)]
-        if refused:
-            log.warning("the ledger dropped %d events Redis refused (first: %s for %s)",
-                        len(refused), refused[0][1], refused[0][0].user)
-
-    def events(self, user: str) -> Iterator[Event]:
-        start, seq = "-", 0
-        while True:
-            batch = self.client.xrange(self.key(user), min=start, count=1000)
-            for _stream_id, raw in batch:
-                seq += 1
-                yield event_from_fields({_text(k): _text(v) for k, v in raw.items()}, seq)
-            if len(batch) < 1000:
-                return
-            start = "(" + _text(batch[-1][0])
-
-    def users(self) -> list[str]:
-        start = len(self.prefix) + len("ledger:{")
-        keys = self.client.scan_iter(match=f"{self.prefix}ledger:{{*}}", count=1000)
-        return sorted({_text(key)[start:-1] for key in keys})
-
-    def close(self) -> None:
-        return None  # the client belongs to whoever made it (usually the Redis tier)
-
-    def describe(self) -> str:
-        return f"redis stream {self.prefix}ledger:{{<user>}}"
-
-
-def _wire(value: Any) -> str | int | float:
-    return value if isinstance(value, (int, float)) else str(value)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
+__all__ = ["Ledger", "LedgerBackend", "LedgerListener", "RedisBackend", "SQLiteBackend",
+           "ledger_of", "this_process", "watch_evictions"]
 
 def this_process() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
