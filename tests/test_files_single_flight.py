@@ -87,3 +87,43 @@ def test_eight_threads_fetch_one_block_once(gcs, tmp_path, request, file_store):
         thread.join(60)
     assert out == [data[2 * BLOCK:3 * BLOCK]] * PROCESSES
     assert remote.data_gets("shared.bin") == 1, gcs.proxy.paths
+
+
+def test_many_first_opens_of_one_file_record_it_once(tmp_path, request, s3, make_store, caplog):
+    """The per-URL record is the one entry replaced in place: concurrent writers take its lock
+    (a durable tier on S3 makes the window between reading and writing it wide)."""
+    from flowcache.events import StoreListener
+    from flowcache.files.records import RECORD_KIND
+    from flowcache.tiers.objects import ObjectTier
+
+    options = {k: v for k, v in s3.options().items() if k != "skip_instance_cache"}
+    file_store = make_store(ObjectTier(f"s3://{s3.new_bucket()}/cache", storage_options=options))
+
+    writes = []
+
+    class Records(StoreListener):
+        def on_write(self, name, tier, header, nbytes):
+            if tier == "object" and header.meta.get("kind") == RECORD_KIND:
+                writes.append(name)
+
+    file_store.add_listener(Records())
+    remote = make_remote(request, "local", tmp_path)
+    remote.write("new.bin", os.urandom(1000))
+    barrier = threading.Barrier(16)
+    errors: list[BaseException] = []
+
+    def first_open() -> None:
+        barrier.wait()
+        try:
+            remote.cache(file_store).check(remote.path("new.bin"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_open) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert len(writes) == 1
+    assert "could not record" not in caplog.text

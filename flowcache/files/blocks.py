@@ -21,6 +21,7 @@ A failed store only logs: the remote file is the source of truth, the cache may 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import threading
 import weakref
@@ -124,35 +125,60 @@ class BlockReader:
 
     # -- reading ------------------------------------------------------------------------------
     def read(self, start: int, end: int) -> bytes:
-        """Bytes ``[start, end)`` of the version (clipped to its size)."""
+        """Bytes ``[start, end)`` of the version (clipped to its size).
+
+        Blocks are copied into the result one at a time, so a large read holds one block
+        besides the result (plus what one fetch brings); a read that one fetch covers entirely
+        returns the fetched bytes themselves.
+        """
         size = self.version.size
         start, end = max(0, start), min(end, size)
         if start >= end:
             return b""
         bs = self.policy.block_size
         first, last = start // bs, (end - 1) // bs
-        pieces: dict[int, bytes | memoryview] = {}
-        missing = []
+        if first == last:
+            block = self.block(first)
+            lo = first * bs
+            if start == lo and end - lo == len(block) and type(block) is bytes:
+                return block
+            return bytes(memoryview(block)[start - lo:end - lo])
+        out = io.BytesIO()
+        missing: list[int] = []
         for index in range(first, last + 1):
             payload = self.lookup(index)
             if payload is None:
                 missing.append(index)
-            else:
-                pieces[index] = payload
+                continue
+            if missing:
+                self._write_fetched(out, missing, start, end)
+                missing = []
+            self._write(out, index, payload, start, end)
         if missing:
-            spans = self._fetch_missing(missing, pieces)
-            if len(spans) == 1 and not any(i in pieces for i in missing):
-                lo, data = spans[0]
-                if lo <= start and lo + len(data) >= end:  # one fetch covers the request
-                    return data[start - lo:end - lo]
-        if first == last:
-            payload = pieces[first]
-            lo = first * bs
-            if start == lo and end - lo == len(payload) and type(payload) is bytes:
-                return payload
-            return bytes(memoryview(payload)[start - lo:end - lo])
-        return b"".join(memoryview(pieces[i])[max(start - i * bs, 0):min(end - i * bs, bs)]
-                        for i in range(first, last + 1))
+            if out.tell() == 0:  # nothing was cached: maybe one fetch is the whole answer
+                pieces: dict[int, bytes | memoryview] = {}
+                spans = self._fetch_missing(missing, pieces)
+                if len(spans) == 1:
+                    lo, data = spans[0]
+                    if lo <= start and lo + len(data) >= end:
+                        return data[start - lo:end - lo]
+                for index in missing:
+                    self._write(out, index, pieces[index], start, end)
+            else:
+                self._write_fetched(out, missing, start, end)
+        return out.getvalue()
+
+    def _write(self, out: io.BytesIO, index: int, payload: bytes | memoryview, start: int,
+               end: int) -> None:
+        lo = index * self.policy.block_size
+        out.write(memoryview(payload)[max(start - lo, 0):min(end - lo, len(payload))])
+
+    def _write_fetched(self, out: io.BytesIO, missing: list[int], start: int,
+                       end: int) -> None:
+        pieces: dict[int, bytes | memoryview] = {}
+        self._fetch_missing(missing, pieces)
+        for index in missing:
+            self._write(out, index, pieces[index], start, end)
 
     def block(self, index: int) -> bytes | memoryview:
         """The whole of block ``index`` (for readers that keep the current block)."""

@@ -150,10 +150,13 @@ class FlowcacheFileSystem(ChainedFileSystem):
         if previous is None:
             previous = read_record(self.store, url)
         if previous is None or previous.digest != version.digest:
-            if previous is not None:
-                drop_stale(self.store, url, keep=version)
-            write_record(self.store, version, lifetime=self.policy.lifetime,
-                         meta=self.policy.meta)
+            try:
+                if previous is not None:
+                    drop_stale(self.store, url, keep=version)
+                write_record(self.store, version, lifetime=self.policy.lifetime,
+                             meta=self.policy.meta)
+            except Exception as exc:  # the cache's bookkeeping must not fail a read
+                log.warning("could not record the version of %s in the cache: %s", url, exc)
         book.put(version, self.clock())
         return version
 
@@ -278,17 +281,26 @@ class CachedFile(AbstractBufferedFile):
         end = min(end, self.size)
         if start >= end:
             return b""
+        first, last = start // bs, (end - 1) // bs
         try:
-            index = start // bs
-            if (end - 1) // bs != index:
+            if last - first > 1:
                 return self.reader.read(start, end)
-            if self._held is None or self._held[0] != index:
-                self._held = (index, self.reader.block(index))
-            base = index * bs
-            return bytes(memoryview(self._held[1])[start - base:end - base])
+            if first == last:
+                view = memoryview(self._block(first))
+                return bytes(view[start - first * bs:end - first * bs])
+            head = memoryview(self._block(first))[start - first * bs:]
+            head = bytes(head)  # the next block replaces the held one
+            return head + memoryview(self._block(last))[:end - last * bs]
         except RemoteChanged:
             self.fs._recheck(self.path)
             raise
+
+    def _block(self, index: int) -> bytes | memoryview:
+        """Block ``index``, kept until the reader moves to another block."""
+        if self._held is None or self._held[0] != index:
+            self._held = None  # let the next block reuse this one's memory
+            self._held = (index, self.reader.block(index))
+        return self._held[1]
 
     def close(self) -> None:
         self._held = None

@@ -56,14 +56,23 @@ def read_record(store: TieredStore, url: str) -> Version | None:
 
 def write_record(store: TieredStore, version: Version, *, lifetime: Lifetime = KEEP,
                  meta: dict[str, Any] | None = None) -> None:
-    """Record ``version`` as the one cached for its URL (durable first, like any entry)."""
+    """Record ``version`` as the one cached for its URL (durable first, like any entry).
+
+    A record is the one entry that is replaced in place, so writers take its key's store lock
+    (threads, processes, hosts) and skip the write if it already names ``version``: readers
+    that see a new version at once write it once, and never race an overwrite.
+    """
     key = record_key(store.namespace, version.url)
-    if isinstance(lifetime, FlowScoped) and lifetime.run_id:
-        track(store, lifetime.run_id, key)
-    payload = json.dumps({**version.to_dict(), "recorded": time.time()}).encode()
-    store.put(key, payload, lifetime=lifetime, serializer="raw", overwrite=True,
-              meta={**(meta or {}), "kind": RECORD_KIND, "url": version.url,
-                    "version": version.digest})
+    with store.locks.hold(store.name_for(key)):
+        current = read_record(store, version.url)
+        if current is not None and current.digest == version.digest:
+            return
+        if isinstance(lifetime, FlowScoped) and lifetime.run_id:
+            track(store, lifetime.run_id, key)
+        payload = json.dumps({**version.to_dict(), "recorded": time.time()}).encode()
+        store.put(key, payload, lifetime=lifetime, serializer="raw", overwrite=True,
+                  meta={**(meta or {}), "kind": RECORD_KIND, "url": version.url,
+                        "version": version.digest})
 
 
 def track(store: TieredStore, run_id: str, key: str) -> None:
