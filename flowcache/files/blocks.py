@@ -13,7 +13,9 @@ taken in ascending order (so two runs never deadlock), the tiers are checked aga
 and only what is still missing is fetched. Concurrent readers of a block, in any thread or
 process sharing the lock backend, wait and then read it from the tiers.
 
-The reader gets the bytes as soon as they arrive; the blocks are then stored (durable tier
+Reads of many cached blocks look the next blocks up (read and verify them) in other threads
+while the current one is copied into the result. The reader gets fetched bytes as soon as they
+arrive; the blocks are then stored (durable tier
 first, then the hot tiers) by the same worker, still under the locks, while the reader goes on.
 A failed store only logs: the remote file is the source of truth, the cache may lose anything.
 """
@@ -22,10 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +45,7 @@ log = logging.getLogger("flowcache.files")
 DEFAULT_BLOCK_SIZE = 4 << 20
 DEFAULT_FETCH_BYTES = 256 << 20
 MIN_BLOCK_SIZE = 4 << 10
+LOOKAHEAD = 2
 Fetch = Callable[[int, int], bytes]  # (start, end) -> bytes of the version, from the remote
 
 
@@ -76,6 +81,7 @@ class Workers:
 
     def __init__(self, max_workers: int = 4) -> None:
         self.pool = ThreadPoolExecutor(max_workers, thread_name_prefix="flowcache-files")
+        self.lookups = ThreadPoolExecutor(4, thread_name_prefix="flowcache-lookups")
         self._pending: set[Future] = set()
         self._lock = threading.Lock()
 
@@ -145,8 +151,7 @@ class BlockReader:
             return bytes(memoryview(block)[start - lo:end - lo])
         out = io.BytesIO()
         missing: list[int] = []
-        for index in range(first, last + 1):
-            payload = self.lookup(index)
+        for index, payload in self._lookups(first, last):
             if payload is None:
                 missing.append(index)
                 continue
@@ -167,6 +172,20 @@ class BlockReader:
             else:
                 self._write_fetched(out, missing, start, end)
         return out.getvalue()
+
+    def _lookups(self, first: int, last: int) -> Iterator[tuple[int, bytes | memoryview | None]]:
+        """(index, payload or None) for blocks ``first..last`` in order, the next ones looked
+        up meanwhile in another thread (reading and verifying a block overlaps copying the
+        previous one), at most ``LOOKAHEAD`` ahead so memory stays bounded."""
+        pending: deque[tuple[int, Future]] = deque()
+        upcoming = iter(range(first, last + 1))
+        for index in itertools.islice(upcoming, LOOKAHEAD):
+            pending.append((index, self.workers.lookups.submit(self.lookup, index)))
+        while pending:
+            index, future = pending.popleft()
+            for following in itertools.islice(upcoming, 1):
+                pending.append((following, self.workers.lookups.submit(self.lookup, following)))
+            yield index, future.result()
 
     def _write(self, out: io.BytesIO, index: int, payload: bytes | memoryview, start: int,
                end: int) -> None:
