@@ -211,6 +211,8 @@ class _Call:
         for name in self.options.inputs:
             self.bound.arguments[name] = _map(self.arguments[name], self._localize)
         if self.options.outputs:
+            if self.options.local_dir is not None:
+                Path(self.options.local_dir).mkdir(parents=True, exist_ok=True)
             self.staging = Path(tempfile.mkdtemp(prefix="flowcache-outputs-",
                                                  dir=self.options.local_dir))
         for name in self.options.outputs:

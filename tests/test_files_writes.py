@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 
@@ -81,7 +82,7 @@ def test_a_rejected_write_raises_from_close_and_caches_nothing(kind, request, tm
     assert not remote_.direct().exists(remote_.path("refused.bin"))
 
 
-def test_leaving_the_with_block_by_an_exception_writes_nothing(remote, file_store):
+def test_an_exception_in_the_with_block_or_no_close_writes_nothing(remote, file_store):
     fs = remote.cache(file_store)
 
     def task() -> None:
@@ -91,7 +92,12 @@ def test_leaving_the_with_block_by_an_exception_writes_nothing(remote, file_stor
 
     with pytest.raises(RuntimeError):
         task()
+    abandoned = fs.open(remote.path("dropped.bin"), "wb")
+    abandoned.write(b"never closed")
+    del abandoned
+    gc.collect()
     assert not remote.direct().exists(remote.path("half.bin"))
+    assert not remote.direct().exists(remote.path("dropped.bin"))
     assert durable_keys(file_store) == set()
 
 

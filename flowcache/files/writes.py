@@ -11,7 +11,8 @@ and renamed into place, so a reader never sees half a file.
 A write the target refuses, or cannot confirm, raises :class:`~flowcache.errors.DurableWriteError`
 from ``close()`` and caches nothing. A confirmed write then fills the cache (the record and every
 block, durable tier first), so a downstream reader of the file hits; a failed fill only logs,
-since the file itself is safe. Leaving a ``with`` block by an exception discards the file.
+since the file itself is safe. Leaving a ``with`` block by an exception, or dropping the file
+without closing it, discards it.
 """
 
 from __future__ import annotations
@@ -142,6 +143,11 @@ class ConfirmedWriteFile(io.RawIOBase):
         if not self.closed:
             self.spool.close()
             super().close()
+
+    def __del__(self) -> None:
+        # A file dropped without close() is not published (io's default would close, and so
+        # upload, whatever half was written): only an explicit close() sends a file.
+        self.discard()
 
     def __exit__(self, exc_type: Any, *rest: Any) -> None:
         if exc_type is not None:
