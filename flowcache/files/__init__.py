@@ -14,8 +14,10 @@ import fsspec
 
 from flowcache.files.blocks import DEFAULT_BLOCK_SIZE, BlockPolicy, BlockReader
 from flowcache.files.consistency import ALWAYS, NEVER, Consistency, Every, parse_consistency
+from flowcache.files.localize import localize
 from flowcache.files.protocol import FlowcacheFileSystem, current_run_id, run_scope
 from flowcache.files.remote import RemoteChanged
+from flowcache.files.sweep import FileSweepReport, sweep_files
 from flowcache.files.versions import Version, WeakVersion
 
 fsspec.register_implementation("flowcache", "flowcache.files.protocol.FlowcacheFileSystem",
@@ -23,6 +25,7 @@ fsspec.register_implementation("flowcache", "flowcache.files.protocol.FlowcacheF
 
 __all__ = [
     "ALWAYS", "DEFAULT_BLOCK_SIZE", "NEVER", "BlockPolicy", "BlockReader", "Consistency",
-    "Every", "FlowcacheFileSystem", "RemoteChanged", "Version", "WeakVersion",
-    "current_run_id", "parse_consistency", "run_scope",
+    "Every", "FileSweepReport", "FlowcacheFileSystem", "RemoteChanged", "Version",
+    "WeakVersion", "current_run_id", "localize", "parse_consistency", "run_scope",
+    "sweep_files",
 ]
