@@ -112,10 +112,18 @@ def gc_command(
                                                 "this long is abandoned"),
 ) -> None:
     """Remove what outlived its lifetime: abandoned runs' intermediates, expired entries,
-    hot copies whose durable object is gone."""
+    hot copies whose durable object is gone, cached copies of deleted or replaced files."""
+    from flowcache.files import sweep_files
+
     store = _config().build()
     report = sweep(store, stale_after=parse_duration(stale_after))
     _print_report("collected", report)
+    files = sweep_files(store)
+    if files.urls:
+        console.print(f"cached files: checked {files.urls}, dropped {files.entries} copies "
+                      f"({files.bytes:,} bytes) of {len(files.deleted)} deleted and "
+                      f"{len(files.replaced)} replaced files"
+                      + (f"; could not check {len(files.errors)}" if files.errors else ""))
     ledger = ledger_of(store)
     if ledger is not None:
         ended = ledger.reconcile(store)
