@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 import blake3
 
 from flowcache.access import Identity
+from flowcache.buffers import MIN_SIZE, BytesWriter
 from flowcache.errors import CorruptEntry, ForeignEntry
 from flowcache.lifetimes import KEEP, Lifetime
 from flowcache.serializers import choose_serializer, get_serializer
@@ -260,10 +261,15 @@ def _parse_header(view: memoryview, key: str | None, total: int | None) -> tuple
     return header, end
 
 
-def read_frame(handle: BinaryIO) -> Frame:
+def read_frame(handle: BinaryIO, into: memoryview | None = None) -> Frame:
     """Read a frame from a file as its parts, so the payload is read straight into its own
     ``bytes`` (no second copy to cut it out of the whole). Anything that does not parse is
-    returned whole, for :func:`decode` to reject with the right reason."""
+    returned whole, for :func:`decode` to reject with the right reason.
+
+    With ``into`` (a writable buffer exactly the payload's size) the payload is read into it
+    instead and the frame's payload part is a read-only view of it: a large result is then
+    filled where it ends up, without an intermediate copy. A payload of another size is read
+    as usual (the caller copies what it gets)."""
     start = handle.read(_PREFIX.size)
     try:
         end = header_length(start)
@@ -271,6 +277,19 @@ def read_frame(handle: BinaryIO) -> Frame:
         size = int(json.loads(head[_PREFIX.size:])["size"])
     except (CorruptEntry, ValueError, KeyError, TypeError):
         return Frame((start + handle.read(),))
-    payload = handle.read(size)
+    if into is not None and into.nbytes == size:
+        got = 0
+        while got < size:
+            n = handle.readinto(into[got:])
+            if not n:
+                break
+            got += n
+        payload: bytes | memoryview = into[:got].toreadonly()
+    elif size >= MIN_SIZE:  # large: read straight into the final bytes, on huge pages
+        writer = BytesWriter(size)
+        writer.fill_from(handle)
+        payload = writer.getvalue()
+    else:
+        payload = handle.read(size)
     tail = handle.read()
     return Frame((head, payload, tail))

@@ -114,9 +114,15 @@ class TieredStore:
         self.listeners.add(listener)
 
     # -- reading ------------------------------------------------------------------------------
-    def get_entry(self, key: str) -> Entry | None:
-        """The verified entry for ``key`` (promoted into faster tiers), or None."""
-        entry, _ = self._read(key)
+    def get_entry(self, key: str, *, into: memoryview | None = None) -> Entry | None:
+        """The verified entry for ``key`` (promoted into faster tiers), or None.
+
+        ``into``: a writable buffer of the payload's expected size. Tiers on a local disk or
+        in shared memory read the payload straight into it (the entry's payload is then a
+        read-only view of ``into``); the others return theirs as usual, for the caller to
+        copy. Either way nothing is unpickled: a large raw read fills its final buffer once.
+        """
+        entry, _ = self._read(key, into)
         return entry
 
     def get(self, key: str, default: Any = _MISSING) -> Any:
@@ -132,10 +138,11 @@ class TieredStore:
         """Whether the durable tier holds ``key`` (a metadata request, no payload read)."""
         return self.durable.exists(self.name_for(key))
 
-    def _read(self, key: str) -> tuple[Entry | None, str | None]:
+    def _read(self, key: str,
+              into: memoryview | None = None) -> tuple[Entry | None, str | None]:
         name = self.name_for(key)
         for index, tier in enumerate(self.tiers):
-            frame = self._tier_get(tier, name)
+            frame = self._tier_get(tier, name, into)
             if frame is None:
                 self.counters.add(tier.name, misses=1)
                 continue
@@ -153,21 +160,23 @@ class TieredStore:
                 continue
             self.counters.add(tier.name, hits=1, bytes_read=frame.nbytes)
             if index > 0:
-                entry = self._promote(entry, name, index)
+                entry = self._promote(entry, name, index, keep_view=into is not None)
             self.listeners.emit("on_hit", key, tier.name, entry.header)
             return entry, tier.name
         self.listeners.emit("on_miss", key)
         return None, None
 
-    def _tier_get(self, tier: Tier, name: str) -> Frame | None:
+    def _tier_get(self, tier: Tier, name: str, into: memoryview | None = None) -> Frame | None:
+        read = tier.get if into is None or not hasattr(tier, "get_into") else (
+            lambda name: tier.get_into(name, into))
         if tier.durable:
-            return tier.get(name)
+            return read(name)
         guard = self._guards[id(tier)]
         if not guard.available():
             self.counters.add(tier.name, skipped=1)
             return None
         try:
-            frame = tier.get(name)
+            frame = read(name)
         except TierUnavailable as exc:
             self.counters.add(tier.name, errors=1)
             guard.failed(exc)
@@ -184,13 +193,15 @@ class TieredStore:
         log.warning("dropping a %s frame from %s: %s", kind, tier.describe(), exc)
         self._remove_from(tier, name, nbytes, kind)
 
-    def _promote(self, entry: Entry, name: str, found_at: int) -> Entry:
-        if entry.header.serializer == "raw":
-            entry = entry.compact()  # payload as its own bytes: later raw reads are zero-copy
-        ttl = _remaining(entry.header)
+    def _promote(self, entry: Entry, name: str, found_at: int, *,
+                 keep_view: bool = False) -> Entry:
+        # a raw payload becomes its own bytes, so later raw reads are zero-copy; a payload read
+        # into the caller's buffer (keep_view) is copied for the hot tiers, which keep theirs
+        hot = entry.compact() if keep_view or entry.header.serializer == "raw" else entry
+        ttl = _remaining(hot.header)
         for tier in self.tiers[:found_at]:
-            self._hot_put(tier, name, entry.frame, entry.header, ttl)
-        return entry
+            self._hot_put(tier, name, hot.frame, hot.header, ttl)
+        return entry if keep_view else hot
 
     # -- writing ------------------------------------------------------------------------------
     def put(self, key: str, value: Any, *, lifetime: Lifetime = KEEP,

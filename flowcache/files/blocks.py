@@ -23,7 +23,6 @@ A failed store only logs: the remote file is the source of truth, the cache may 
 from __future__ import annotations
 
 import contextlib
-import io
 import itertools
 import logging
 import threading
@@ -34,6 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowcache.buffers import BytesWriter
 from flowcache.errors import CorruptEntry
 from flowcache.files.records import BLOCK_KIND, track
 from flowcache.files.versions import Version, block_key
@@ -133,9 +133,10 @@ class BlockReader:
     def read(self, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of the version (clipped to its size).
 
-        Blocks are copied into the result one at a time, so a large read holds one block
-        besides the result (plus what one fetch brings); a read that one fetch covers entirely
-        returns the fetched bytes themselves.
+        A read of several blocks fills its result in place: cached blocks are read (and
+        verified) straight into their place in it by lookup threads, a few blocks ahead, and
+        fetched ones are copied in. A read that one fetch covers entirely returns the fetched
+        bytes themselves.
         """
         size = self.version.size
         start, end = max(0, start), min(end, size)
@@ -149,18 +150,19 @@ class BlockReader:
             if start == lo and end - lo == len(block) and type(block) is bytes:
                 return block
             return bytes(memoryview(block)[start - lo:end - lo])
-        out = io.BytesIO()
+        out = BytesWriter(end - start)
         missing: list[int] = []
-        for index, payload in self._lookups(first, last):
-            if payload is None:
+        any_cached = False
+        for index, cached in self._lookups(first, last, out, start):
+            if not cached:
                 missing.append(index)
                 continue
+            any_cached = True
             if missing:
                 self._write_fetched(out, missing, start, end)
                 missing = []
-            self._write(out, index, payload, start, end)
         if missing:
-            if out.tell() == 0:  # nothing was cached: maybe one fetch is the whole answer
+            if not any_cached:  # nothing was cached: maybe one fetch is the whole answer
                 pieces: dict[int, bytes | memoryview] = {}
                 spans = self._fetch_missing(missing, pieces)
                 if len(spans) == 1:
@@ -168,36 +170,59 @@ class BlockReader:
                     if lo <= start and lo + len(data) >= end:
                         return data[start - lo:end - lo]
                 for index in missing:
-                    self._write(out, index, pieces[index], start, end)
+                    self._write(out, index, pieces[index], start)
             else:
                 self._write_fetched(out, missing, start, end)
+        out.seek(end - start)
         return out.getvalue()
 
-    def _lookups(self, first: int, last: int) -> Iterator[tuple[int, bytes | memoryview | None]]:
-        """(index, payload or None) for blocks ``first..last`` in order, the next ones looked
-        up meanwhile in another thread (reading and verifying a block overlaps copying the
-        previous one), at most ``LOOKAHEAD`` ahead so memory stays bounded."""
+    def _lookups(self, first: int, last: int, out: BytesWriter,
+                 start: int) -> Iterator[tuple[int, bool]]:
+        """(index, whether it was cached) for blocks ``first..last`` in order; each cached block
+        is written into its place in ``out`` by a lookup thread, at most ``LOOKAHEAD`` blocks
+        ahead of the one the caller waits for."""
         pending: deque[tuple[int, Future]] = deque()
         upcoming = iter(range(first, last + 1))
+        submit = self.workers.lookups.submit
         for index in itertools.islice(upcoming, LOOKAHEAD):
-            pending.append((index, self.workers.lookups.submit(self.lookup, index)))
+            pending.append((index, submit(self._place, index, out, start)))
         while pending:
             index, future = pending.popleft()
             for following in itertools.islice(upcoming, 1):
-                pending.append((following, self.workers.lookups.submit(self.lookup, following)))
+                pending.append((following, submit(self._place, following, out, start)))
             yield index, future.result()
 
-    def _write(self, out: io.BytesIO, index: int, payload: bytes | memoryview, start: int,
-               end: int) -> None:
-        lo = index * self.policy.block_size
-        out.write(memoryview(payload)[max(start - lo, 0):min(end - lo, len(payload))])
+    def _place(self, index: int, out: BytesWriter, start: int) -> bool:
+        """Write cached block ``index`` into its place in ``out`` (the result starts at
+        ``start``); False when it is not cached. A block wholly inside the result is read
+        straight into place by tiers that can."""
+        lo, hi = self.policy.span(self.version, index)
+        a, b = max(lo, start) - start, min(hi - start, out.size)
+        whole = a == lo - start and b == hi - start
+        region = out.region(a, b)
+        try:
+            payload = self.lookup(index, into=region if whole else None)
+            if payload is None:
+                return False
+            if not (isinstance(payload, memoryview) and payload.obj is region.obj):
+                region[:] = memoryview(payload)[a + start - lo:b + start - lo]
+            return True
+        finally:
+            region.release()
 
-    def _write_fetched(self, out: io.BytesIO, missing: list[int], start: int,
+    def _write(self, out: BytesWriter, index: int, payload: bytes | memoryview,
+               start: int) -> None:
+        lo, hi = self.policy.span(self.version, index)
+        a, b = max(lo, start) - start, min(hi - start, out.size)
+        with out.region(a, b) as region:
+            region[:] = memoryview(payload)[a + start - lo:b + start - lo]
+
+    def _write_fetched(self, out: BytesWriter, missing: list[int], start: int,
                        end: int) -> None:
         pieces: dict[int, bytes | memoryview] = {}
         self._fetch_missing(missing, pieces)
         for index in missing:
-            self._write(out, index, pieces[index], start, end)
+            self._write(out, index, pieces[index], start)
 
     def block(self, index: int) -> bytes | memoryview:
         """The whole of block ``index`` (for readers that keep the current block)."""
@@ -208,11 +233,12 @@ class BlockReader:
             payload = pieces[index]
         return payload
 
-    def lookup(self, index: int) -> bytes | memoryview | None:
-        """Block ``index`` from the fastest tier that has it, or None."""
+    def lookup(self, index: int, into: memoryview | None = None) -> bytes | memoryview | None:
+        """Block ``index`` from the fastest tier that has it, or None (``into``: a buffer of
+        the block's size that local tiers read it into; see ``TieredStore.get_entry``)."""
         key = self.key(index)
         try:
-            entry = self.store.get_entry(key)
+            entry = self.store.get_entry(key, into=into)
         except CorruptEntry as exc:  # the durable copy is bad: fetch again and replace it
             log.warning("cached block %d of %s is invalid (%s); fetching it again", index,
                         self.version.url, exc)

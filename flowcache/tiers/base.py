@@ -59,6 +59,12 @@ class BaseTier:
     def get(self, name: str) -> Frame | None:
         raise NotImplementedError
 
+    def get_into(self, name: str, into: memoryview) -> Frame | None:
+        """Like ``get``, but a tier that can reads the payload straight into ``into`` (a
+        writable buffer of the payload's expected size); others return their frame as it is
+        and the caller copies."""
+        return self.get(name)
+
     def head(self, name: str, nbytes: int) -> bytes | None:
         frame = self.get(name)
         return None if frame is None else bytes(frame.read(0, min(nbytes, frame.nbytes)))

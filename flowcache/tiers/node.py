@@ -46,7 +46,12 @@ class NodeTier(ObjectTier):
         self.on_remove: Callable[[str, int, str], None] | None = None
 
     def get(self, name: str) -> Frame | None:
-        frame = super().get(name)
+        return self._used(name, super().get(name))
+
+    def get_into(self, name: str, into: memoryview) -> Frame | None:
+        return self._used(name, super().get_into(name, into))
+
+    def _used(self, name: str, frame: Frame | None) -> Frame | None:
         if frame is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.utime(self._path(name))  # recently used: evicted last

@@ -63,6 +63,15 @@ class ObjectTier(BaseTier):
         except FileNotFoundError:
             return None
 
+    def get_into(self, name: str, into: memoryview) -> Frame | None:
+        if not self.local:
+            return self.get(name)
+        try:
+            with open(self._path(name), "rb") as handle:
+                return read_frame(handle, into)
+        except FileNotFoundError:
+            return None
+
     def put(self, name: str, frame: Frame, *, ttl: float | None = None,
             exclusive: bool = False) -> None:
         path = self._path(name)
