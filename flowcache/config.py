@@ -48,6 +48,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import platformdirs
 
 from flowcache.access import Identity, key_from_hex, load_or_create_key, validate_user
+from flowcache.buffers import use_huge_pages
 from flowcache.errors import ConfigError
 from flowcache.fingerprints import Fingerprinter
 from flowcache.ledger import Ledger, RedisBackend, SQLiteBackend
@@ -144,6 +145,8 @@ class StoreConfig:
     lock_dir: Path = field(default_factory=lambda: default_cache_dir() / "locks")
     ledger: str = "auto"
     keys_dir: Path = field(default_factory=lambda: default_config_dir() / "keys")
+    #: advise huge pages for large read buffers (process-wide; see flowcache.buffers)
+    huge_pages: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StoreConfig:
@@ -175,8 +178,12 @@ class StoreConfig:
         elif not ledger:
             raise ConfigError("FLOWCACHE_LEDGER is empty: use auto, off, sqlite, redis, a path "
                               "or a redis:// URL")
+        huge_pages = setting("huge_pages", True)
+        if not isinstance(huge_pages, bool):
+            huge_pages = _convert(str(huge_pages), "bool", "FLOWCACHE_HUGE_PAGES")
         return cls(tiers=tiers, user=user, signing_key=key, storage_options=options,
-                   locks=locks, lock_dir=lock_dir, ledger=ledger, keys_dir=keys_dir)
+                   locks=locks, lock_dir=lock_dir, ledger=ledger, keys_dir=keys_dir,
+                   huge_pages=huge_pages)
 
     def for_user(self, user: str, signing_key: bytes | None = None) -> StoreConfig:
         """This configuration as ``user``: their namespace, and their key (or key file)."""
@@ -194,6 +201,7 @@ class StoreConfig:
         return Fingerprinter(self.storage_options)
 
     def build(self) -> TieredStore:
+        use_huge_pages(self.huge_pages)
         tiers = [build_tier(TierSpec.parse(text), self.storage_options) for text in self.tiers]
         store = TieredStore(tiers, identity=self.identity, locks=self._locks(tiers))
         store.config = self

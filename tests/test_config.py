@@ -103,3 +103,19 @@ def test_a_node_tier_in_the_chain(tmp_path):
     assert str(node.root) == f"{tmp_path}/node"
     store.put("ab" * 32, b"x")
     assert node.exists(store.name_for("ab" * 32))
+
+
+def test_huge_pages_setting_applies_to_the_process_when_a_store_is_built(session_dir):
+    from flowcache import buffers
+
+    try:
+        config = StoreConfig.from_env({"FLOWCACHE_HUGE_PAGES": "off"})
+        assert config.huge_pages is False
+        config.build()
+        assert buffers._huge_pages is False
+        StoreConfig.from_env({}).build()
+        assert buffers._huge_pages is True
+        with pytest.raises(ConfigError, match="FLOWCACHE_HUGE_PAGES"):
+            StoreConfig.from_env({"FLOWCACHE_HUGE_PAGES": "sometimes"})
+    finally:
+        buffers.use_huge_pages(True)
