@@ -146,7 +146,7 @@ class StoreConfig:
     ledger: str = "auto"
     keys_dir: Path = field(default_factory=lambda: default_config_dir() / "keys")
     #: advise huge pages for large read buffers (process-wide; see flowcache.buffers)
-    huge_pages: bool = True
+    huge_pages: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StoreConfig:
@@ -178,7 +178,7 @@ class StoreConfig:
         elif not ledger:
             raise ConfigError("FLOWCACHE_LEDGER is empty: use auto, off, sqlite, redis, a path "
                               "or a redis:// URL")
-        huge_pages = setting("huge_pages", True)
+        huge_pages = setting("huge_pages", False)
         if not isinstance(huge_pages, bool):
             huge_pages = _convert(str(huge_pages), "bool", "FLOWCACHE_HUGE_PAGES")
         return cls(tiers=tiers, user=user, signing_key=key, storage_options=options,

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 import blake3
 
 from flowcache.access import Identity
-from flowcache.buffers import MIN_SIZE, BytesWriter
+from flowcache.buffers import MIN_SIZE, BytesWriter, readinto_fully
 from flowcache.errors import CorruptEntry, ForeignEntry
 from flowcache.lifetimes import KEEP, Lifetime
 from flowcache.serializers import choose_serializer, get_serializer
@@ -278,12 +278,7 @@ def read_frame(handle: BinaryIO, into: memoryview | None = None) -> Frame:
     except (CorruptEntry, ValueError, KeyError, TypeError):
         return Frame((start + handle.read(),))
     if into is not None and into.nbytes == size:
-        got = 0
-        while got < size:
-            n = handle.readinto(into[got:])
-            if not n:
-                break
-            got += n
+        got = readinto_fully(handle, into)
         payload: bytes | memoryview = into[:got].toreadonly()
     elif size >= MIN_SIZE:  # large: read straight into the final bytes, on huge pages
         writer = BytesWriter(size)

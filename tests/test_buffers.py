@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import sys
+import threading
 
 import pytest
 
@@ -33,7 +34,7 @@ def test_writer_returns_exactly_what_was_written(size, huge_pages):
         if size >= MIN_SIZE and sys.implementation.name == "cpython":
             assert writer.tell() == size
     finally:
-        buffers.use_huge_pages(True)
+        buffers.use_huge_pages(False)
 
 
 def test_large_writers_build_the_result_in_place_and_small_ones_do_not():
@@ -144,3 +145,34 @@ def test_a_corrupt_node_block_is_replaced_by_the_durable_one_in_a_large_read(mak
     assert fs.cat_file(str(source)) == data
     assert fs.cat_file(str(source), 100, len(data) - 100) == data[100:-100]
     assert store.counters.tier("node").corrupt == 1
+
+
+def test_large_reads_from_a_file_are_exact_from_any_position_and_stop_at_its_end(tmp_path):
+    from flowcache.buffers import PARALLEL_FROM
+
+    data = os.urandom(PARALLEL_FROM + (5 << 20) + 3)
+    path = tmp_path / "data.bin"
+    path.write_bytes(data)
+    with open(path, "rb") as handle:
+        assert handle.read(7) == data[:7]  # a buffered reader that has read ahead
+        writer = BytesWriter(len(data) - 7 - 11)
+        assert writer.fill_from(handle) == writer.size
+        assert handle.read() == data[-11:]  # the handle is left just after what was read
+    assert writer.getvalue() == data[7:-11]
+
+    with open(path, "rb") as handle:  # asks for more than the file holds
+        handle.seek(1000)
+        writer = BytesWriter(len(data))
+        assert writer.fill_from(handle) == len(data) - 1000
+        assert handle.read() == b""
+    assert writer.getvalue() == data[1000:]
+
+    read, write = os.pipe()  # not a regular file: read in order, as it arrives
+    sink = os.fdopen(write, "wb")
+    feeder = threading.Thread(target=lambda: (sink.write(data[:MIN_SIZE]), sink.close()))
+    feeder.start()
+    with os.fdopen(read, "rb") as handle:
+        writer = BytesWriter(MIN_SIZE)
+        assert writer.fill_from(handle) == MIN_SIZE
+    feeder.join()
+    assert writer.getvalue() == data[:MIN_SIZE]

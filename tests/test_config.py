@@ -109,13 +109,13 @@ def test_huge_pages_setting_applies_to_the_process_when_a_store_is_built(session
     from flowcache import buffers
 
     try:
-        config = StoreConfig.from_env({"FLOWCACHE_HUGE_PAGES": "off"})
-        assert config.huge_pages is False
+        config = StoreConfig.from_env({"FLOWCACHE_HUGE_PAGES": "on"})
+        assert config.huge_pages is True
         config.build()
-        assert buffers._huge_pages is False
-        StoreConfig.from_env({}).build()
         assert buffers._huge_pages is True
+        StoreConfig.from_env({}).build()  # off by default
+        assert buffers._huge_pages is False
         with pytest.raises(ConfigError, match="FLOWCACHE_HUGE_PAGES"):
             StoreConfig.from_env({"FLOWCACHE_HUGE_PAGES": "sometimes"})
     finally:
-        buffers.use_huge_pages(True)
+        buffers.use_huge_pages(False)
