@@ -280,7 +280,7 @@ def read_frame(handle: BinaryIO, into: memoryview | None = None) -> Frame:
     if into is not None and into.nbytes == size:
         got = readinto_fully(handle, into)
         payload: bytes | memoryview = into[:got].toreadonly()
-    elif size >= MIN_SIZE:  # large: read straight into the final bytes, on huge pages
+    elif size >= MIN_SIZE:  # large: read straight into its final bytes (see buffers.py)
         writer = BytesWriter(size)
         writer.fill_from(handle)
         payload = writer.getvalue()

@@ -196,26 +196,27 @@ class BlockReader:
         """Write cached block ``index`` into its place in ``out`` (the result starts at
         ``start``); False when it is not cached. A block wholly inside the result is read
         straight into place by tiers that can."""
-        lo, hi = self.policy.span(self.version, index)
-        a, b = max(lo, start) - start, min(hi - start, out.size)
-        whole = a == lo - start and b == hi - start
-        region = out.region(a, b)
-        try:
-            payload = self.lookup(index, into=region if whole else None)
-            if payload is None:
-                return False
-            if not (isinstance(payload, memoryview) and payload.obj is region.obj):
-                region[:] = memoryview(payload)[a + start - lo:b + start - lo]
-            return True
-        finally:
-            region.release()
+        a, b, lo, hi = self._slot(index, out, start)
+        with out.region(a, b) as region:
+            payload = self.lookup(index, into=region if b - a == hi - lo else None)
+            in_place = isinstance(payload, memoryview) and payload.obj is region.obj
+        if payload is None:
+            return False
+        if not in_place:
+            self._write(out, index, payload, start)
+        return True
 
     def _write(self, out: BytesWriter, index: int, payload: bytes | memoryview,
                start: int) -> None:
-        lo, hi = self.policy.span(self.version, index)
-        a, b = max(lo, start) - start, min(hi - start, out.size)
+        a, b, lo, _ = self._slot(index, out, start)
         with out.region(a, b) as region:
             region[:] = memoryview(payload)[a + start - lo:b + start - lo]
+
+    def _slot(self, index: int, out: BytesWriter, start: int) -> tuple[int, int, int, int]:
+        """Where block ``index`` lands in a result that starts at ``start``: ``[a, b)`` of
+        ``out``, and the block's own span ``[lo, hi)`` in the file."""
+        lo, hi = self.policy.span(self.version, index)
+        return max(lo, start) - start, min(hi - start, out.size), lo, hi
 
     def _write_fetched(self, out: BytesWriter, missing: list[int], start: int,
                        end: int) -> None:

@@ -59,7 +59,7 @@ class BaseTier:
     def get(self, name: str) -> Frame | None:
         raise NotImplementedError
 
-    def get_into(self, name: str, into: memoryview) -> Frame | None:
+    def get_into(self, name: str, into: memoryview | None) -> Frame | None:
         """Like ``get``, but a tier that can reads the payload straight into ``into`` (a
         writable buffer of the payload's expected size); others return their frame as it is
         and the caller copies."""

@@ -45,13 +45,8 @@ class NodeTier(ObjectTier):
         #: called with (name, nbytes, reason) when a frame is evicted (for the ledger)
         self.on_remove: Callable[[str, int, str], None] | None = None
 
-    def get(self, name: str) -> Frame | None:
-        return self._used(name, super().get(name))
-
-    def get_into(self, name: str, into: memoryview) -> Frame | None:
-        return self._used(name, super().get_into(name, into))
-
-    def _used(self, name: str, frame: Frame | None) -> Frame | None:
+    def get_into(self, name: str, into: memoryview | None) -> Frame | None:
+        frame = super().get_into(name, into)  # get() comes here too
         if frame is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.utime(self._path(name))  # recently used: evicted last

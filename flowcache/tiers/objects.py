@@ -54,21 +54,17 @@ class ObjectTier(BaseTier):
 
     # -- primitives ---------------------------------------------------------------------------
     def get(self, name: str) -> Frame | None:
+        return self.get_into(name, None)
+
+    def get_into(self, name: str, into: memoryview | None) -> Frame | None:
+        """A local frame's payload is read into ``into`` (see ``read_frame``); a remote one is
+        fetched whole, for the caller to copy."""
         path = self._path(name)
         try:
             if self.local:
                 with open(path, "rb") as handle:
-                    return read_frame(handle)
+                    return read_frame(handle, into)
             return Frame((self.fs.cat_file(path),))
-        except FileNotFoundError:
-            return None
-
-    def get_into(self, name: str, into: memoryview) -> Frame | None:
-        if not self.local:
-            return self.get(name)
-        try:
-            with open(self._path(name), "rb") as handle:
-                return read_frame(handle, into)
         except FileNotFoundError:
             return None
 
