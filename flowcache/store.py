@@ -15,13 +15,13 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from flowcache.access import Identity, check_namespace
+from flowcache.breaker import TierBreaker
 from flowcache.entry import HEADER_PROBE_BYTES, Entry, Frame, Header, decode, encode, peek_header
 from flowcache.errors import CorruptEntry, DurableWriteError, ForeignEntry, TierUnavailable
 from flowcache.events import Listeners, StoreCounters, StoreListener
@@ -44,40 +44,6 @@ class Outcome(Generic[T]):
     tier: str | None  # the tier that served a hit
 
 
-class _Backoff:
-    """Per-tier circuit breaker: skip a failing hot tier for a growing while, warn once."""
-
-    def __init__(self, tier: Tier, base: float, cap: float,
-                 clock: Callable[[], float]) -> None:
-        self.tier = tier
-        self.base = base
-        self.cap = cap
-        self.clock = clock
-        self.failures = 0
-        self.retry_at = 0.0
-        self._lock = threading.Lock()
-
-    def available(self) -> bool:
-        return self.failures == 0 or self.clock() >= self.retry_at
-
-    def failed(self, exc: BaseException) -> None:
-        with self._lock:
-            self.failures += 1
-            delay = min(self.cap, self.base * 2 ** (self.failures - 1))
-            self.retry_at = self.clock() + delay
-            first = self.failures == 1
-        if first:
-            log.warning("%s is unavailable (%s); carrying on with the durable tier and "
-                        "retrying with backoff", self.tier.describe(), exc)
-
-    def succeeded(self) -> None:
-        if self.failures:
-            with self._lock:
-                outage = self.failures
-                self.failures = 0
-            log.warning("%s is back after %d failed attempts", self.tier.describe(), outage)
-
-
 class TieredStore:
     def __init__(self, tiers: Sequence[Tier], *, identity: Identity,
                  locks: Locks | None = None, backoff_base: float = 0.5,
@@ -94,7 +60,7 @@ class TieredStore:
         self.counters = StoreCounters()
         self.config: Any = None  # the StoreConfig this store was built from, if any
         self.listeners = Listeners()
-        self._guards = {id(t): _Backoff(t, backoff_base, backoff_cap, clock) for t in self.hot}
+        self._guards = {id(t): TierBreaker(t, backoff_base, backoff_cap, clock) for t in self.hot}
         self._warned: set[tuple[str, type]] = set()
 
     # -- naming -------------------------------------------------------------------------------
