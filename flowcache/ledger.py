@@ -157,11 +157,12 @@ class Ledger:
         self.record(Event(self.clock(), "miss", user, name=key))
 
     # -- reading ------------------------------------------------------------------------------
-    def events(self, user: str) -> list[Event]:
+    def events(self, user: str, since: float | None = None) -> list[Event]:
         """``user``'s events in the order they were recorded (this process's queue first
-        delivered)."""
+        delivered). ``since`` lets the backend skip older history (a flow run's own
+        residencies all begin after the run started); some earlier events may still come."""
         self.flush()
-        return list(self.backend.events(user))
+        return list(self.backend.events(user, since))
 
     def users(self) -> list[str]:
         self.flush()

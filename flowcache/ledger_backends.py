@@ -19,8 +19,9 @@ log = logging.getLogger("flowcache.ledger")
 class LedgerBackend(Protocol):
     def append(self, events: Sequence[Event]) -> None: ...
 
-    def events(self, user: str) -> Iterator[Event]:
-        """``user``'s events in arrival order (``seq`` set)."""
+    def events(self, user: str, since: float | None = None) -> Iterator[Event]:
+        """``user``'s events in arrival order (``seq`` set); with ``since``, at least those
+        recorded at or after it (a hint to read less: earlier ones may come too)."""
 
     def users(self) -> list[str]: ...
 
@@ -46,6 +47,7 @@ class SQLiteBackend:
             conn.execute(f"CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY "
                          f"AUTOINCREMENT, {', '.join(EVENT_FIELDS)})")
             conn.execute("CREATE INDEX IF NOT EXISTS events_user ON events (user, seq)")
+            conn.execute("CREATE INDEX IF NOT EXISTS events_user_ts ON events (user, ts)")
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 
@@ -56,11 +58,13 @@ class SQLiteBackend:
                 f"INSERT INTO events ({', '.join(EVENT_FIELDS)}) VALUES ({marks})",
                 [tuple(event.fields().values()) for event in events])
 
-    def events(self, user: str) -> Iterator[Event]:
+    def events(self, user: str, since: float | None = None) -> Iterator[Event]:
+        query = f"SELECT seq, {', '.join(EVENT_FIELDS)} FROM events WHERE user = ?"
+        arguments: tuple[Any, ...] = (user,)
+        if since is not None:
+            query, arguments = query + " AND ts >= ?", (user, since)
         with self._lock:
-            rows = self._connection().execute(
-                f"SELECT seq, {', '.join(EVENT_FIELDS)} FROM events WHERE user = ? ORDER BY seq",
-                (user,)).fetchall()
+            rows = self._connection().execute(query + " ORDER BY seq", arguments).fetchall()
         for seq, *values in rows:
             yield event_from_fields(dict(zip(EVENT_FIELDS, values, strict=True)), seq)
 
@@ -77,6 +81,10 @@ class SQLiteBackend:
 
     def describe(self) -> str:
         return f"sqlite {self.path}"
+
+
+#: how far a writer's clock may be ahead of the Redis server's (``events(since=...)``)
+CLOCK_SKEW = 300.0
 
 
 class RedisBackend:
@@ -103,8 +111,10 @@ class RedisBackend:
             log.warning("the ledger dropped %d events Redis refused (first: %s for %s)",
                         len(refused), refused[0][1], refused[0][0].user)
 
-    def events(self, user: str) -> Iterator[Event]:
-        start, seq = "-", 0
+    def events(self, user: str, since: float | None = None) -> Iterator[Event]:
+        # stream IDs are the Redis server's clock, events' ``ts`` the writers': allow for skew
+        start = "-" if since is None else str(max(0, int((since - CLOCK_SKEW) * 1000)))
+        seq = 0
         while True:
             batch = self.client.xrange(self.key(user), min=start, count=1000)
             for _stream_id, raw in batch:

@@ -8,6 +8,7 @@ compute time recorded when the entry was written, minus what the hit itself took
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,6 +23,8 @@ class RunStats:
     seconds_saved: float = 0.0
     seconds_computing: float = 0.0
     by_task: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: when this process first recorded the run (wall clock)
+    started: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()

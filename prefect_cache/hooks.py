@@ -39,16 +39,26 @@ def purge_intermediates(flow: Any, flow_run: Any, state: Any) -> None:
             log.error("could not purge the intermediates of run %s from %s: %s", run_id,
                       store.describe(), exc)
     stats = RUN_STATS.pop(run_id)
-    _report(flow_run, state, stats, report, _usage(run_id))
+    _report(flow_run, state, stats, report, _usage(run_id, _started(flow_run, stats)))
 
 
 def report_cache_stats(flow: Any, flow_run: Any, state: Any) -> None:
     """Flow hook: only report the run's statistics (for flows without flow-scoped entries)."""
     run_id = str(flow_run.id)
-    _report(flow_run, state, RUN_STATS.pop(run_id), None, _usage(run_id))
+    stats = RUN_STATS.pop(run_id)
+    _report(flow_run, state, stats, None, _usage(run_id, _started(flow_run, stats)))
 
 
-def _usage(run_id: str) -> RunUsage | None:
+def _started(flow_run: Any, stats: RunStats) -> float:
+    """When the run began, early enough for every event of its entries: the ledger then reads
+    the run's stretch of history, not all of it (an hour's margin for clock skew between the
+    Prefect server and this host)."""
+    start = getattr(flow_run, "start_time", None)
+    began = start.timestamp() if start is not None else stats.started
+    return min(began, stats.started) - 3600.0
+
+
+def _usage(run_id: str, since: float | None = None) -> RunUsage | None:
     """What the run's entries cost so far, from the ledgers of the stores it used."""
     total: RunUsage | None = None
     seen: set[tuple[int, str]] = set()
@@ -58,7 +68,8 @@ def _usage(run_id: str) -> RunUsage | None:
             continue
         seen.add((id(ledger), store.identity.user))
         try:
-            usage = run_usage(ledger.events(store.identity.user), run_id, until=ledger.clock(),
+            usage = run_usage(ledger.events(store.identity.user, since), run_id,
+                              until=ledger.clock(),
                               durable=store.durable.name)
         except Exception as exc:  # the ledger's backend is down: report without it
             log.warning("could not read the flowcache ledger (%s): %s", store.describe(), exc)

@@ -14,6 +14,7 @@ from flowcache.access import Identity, new_key
 from flowcache.billing import Event, open_residencies, residencies
 from flowcache.config import StoreConfig
 from flowcache.ledger import Ledger, RedisBackend, SQLiteBackend, ledger_of, this_process
+from flowcache.ledger_backends import CLOCK_SKEW
 from flowcache.lifecycle import RunTracker, clear, sweep
 from flowcache.lifetimes import TTL, FlowScoped
 from flowcache.tiers.memory import MemoryTier
@@ -332,3 +333,19 @@ def test_events_redis_refuses_for_good_are_dropped_not_retried(tenant_redis, clo
     assert ledger.flush()
     assert admin.xlen("flowcache:ledger:{alice}") == 2
     assert not admin.exists("flowcache:ledger:{bob}")
+
+
+def test_reading_since_a_time_skips_older_history(backend, clock):
+    """A flow run's report reads only its stretch of the ledger (the backend may return more,
+    never less)."""
+    ledger = Ledger(backend, clock=clock)
+    ledger.record(Event(clock.now - 7200, "write", "dora", "object", "dora/00/old", 5),
+                  Event(clock.now, "write", "dora", "object", "dora/00/new", 7, run="r1"))
+    assert [e.name for e in ledger.events("dora")] == ["dora/00/old", "dora/00/new"]
+    if isinstance(backend, SQLiteBackend):  # by the events' own times
+        assert [e.name for e in ledger.events("dora", since=clock.now - 60)] == ["dora/00/new"]
+    else:  # by the stream's IDs (the server's clock), less a margin for writers' skew
+        now = time.time()
+        assert len(ledger.events("dora", since=now - 60)) == 2
+        assert len(ledger.events("dora", since=now + CLOCK_SKEW - 60)) == 2
+        assert ledger.events("dora", since=now + CLOCK_SKEW + 60) == []
