@@ -56,7 +56,7 @@ def _data_offset() -> int | None:
     if sys.implementation.name != "cpython":
         return None
     offset = bytes.__basicsize__ - 1  # ob_sval: the trailing NUL is counted in the basic size
-    probe = bytes(64)  # the write lands inside its 64 data bytes whatever the answer
+    probe = bytes(64)  # a scratch object; reading it back shows the offset is its data
     ctypes.memmove(id(probe) + offset, b"flowcache", 9)
     return offset if probe[:9] == b"flowcache" and probe[9:] == bytes(55) else None
 
