@@ -17,9 +17,8 @@ x 48 h of 5-minute data.
 
 --tune searches the ensemble's hyperparameters on January-June only (capture at W = 8 h,
 averaged over the zones and over the two protocols, plan once and re-plan, since the product
-uses both): first members, ridge window and weighting (80 configurations), then, for the best,
-the time-of-day decision scores (18 more); prints every configuration's figures and the one
-chosen; the chosen values are the defaults of flowcache.carbon.ensemble.Ensemble.
+uses both), prints every configuration's figures and the one chosen; the chosen values are the
+defaults of flowcache.carbon.ensemble.Ensemble.
 
 Prints a table, then as the last line one JSON object with the figures.
 """
@@ -234,7 +233,9 @@ def tune(zones: dict[str, IntensitySeries]) -> dict:
                      v, origins, 9, 24, start=series.start)
                  for days in (56, 112)}
         prepared[zone] = (v, origins, halves(series, origins), oracle, parts)
-    def score(set_name: str, members: tuple, days: int, options: dict) -> dict:
+    rows = []
+    for (set_name, members), options, days in itertools.product(
+            member_sets.items(), weightings, (56, 112)):
         model = Ensemble(members=members, ridge_days=days, **options)
         caps: dict = {f"{p}_{part}": [] for p in PROTOCOLS for part in ("h1", "h2", "year")}
         for v, origins, parts_mask, oracle, parts in prepared.values():
@@ -243,38 +244,18 @@ def tune(zones: dict[str, IntensitySeries]) -> dict:
                 for part, mask in parts_mask.items():
                     caps[f"{p}_{part}"].append(defer(v, origins, f, 8, mask).saving /
                                                oracle[part])
-        return {"members": set_name, "ridge_days": days, **options,
-                **{k: float(np.mean(c)) for k, c in caps.items()}}
-
-    rows = []
-    # stage 1: members, ridge window and weighting, scores over all hours of the day
-    for (set_name, members), options, days in itertools.product(
-            member_sets.items(), weightings, (56, 112)):
-        row = score(set_name, members, days, {**options, "hour_width": None})
+        row = {"members": set_name, "ridge_days": days, **options,
+               **{k: float(np.mean(c)) for k, c in caps.items()}}
         rows.append(row)
         print(f"{set_name:26} ridge {days:3d} {options.get('weighting'):6} "
               f"window {options.get('window_days', '-')!s:>2} "
               f"eta {options.get('eta', '-')!s:>4}  h1 plan-once {100 * row['once_h1']:5.2f}%  "
               f"(re-plan {100 * row['replan_h1']:5.2f}%)")
     best = max(rows, key=lambda r: r["once_h1"] + r["replan_h1"])
-    # stage 2 (recent weighting only): mix in scores from decisions at the same time of day
-    if best["weighting"] == "recent":
-        keep = {k: best[k] for k in ("weighting", "window_days", "eta")}
-        for width, window, share in itertools.product((1, 2, 3), (28, 56), (0.3, 0.5, 0.7)):
-            row = score(best["members"], member_sets[best["members"]], best["ridge_days"],
-                        {**keep, "hour_width": width, "hour_window_days": window,
-                         "global_share": share})
-            rows.append(row)
-            print(f"  + time-of-day scores: +-{width} h over {window} days, share of the "
-                  f"all-hours score {share}  h1 plan-once {100 * row['once_h1']:5.2f}%  "
-                  f"(re-plan {100 * row['replan_h1']:5.2f}%)")
-        best = max(rows, key=lambda r: r["once_h1"] + r["replan_h1"])
     print(f"\nchosen on January-June (W = 8 h, mean of plan once and re-plan): {best['members']}"
           f", ridge_days "
           f"{best['ridge_days']}, weighting {best['weighting']}, window_days "
-          f"{best.get('window_days', '-')}, eta {best.get('eta', '-')}, hour_width "
-          f"{best.get('hour_width')}, hour_window_days {best.get('hour_window_days', '-')}, "
-          f"global_share {best.get('global_share', '-')}")
+          f"{best.get('window_days', '-')}, eta {best.get('eta', '-')}")
     print("its capture: " + ", ".join(f"{k} {100 * best[k]:.1f}%" for k in (
         "once_h1", "once_h2", "once_year", "replan_h1", "replan_h2", "replan_year")))
     return {"chosen": best, "grid": rows}

@@ -18,19 +18,14 @@ or :mod:`flowcache.carbon.forecast`):
 Weighting ``"recent"`` scores each member on the deferral decisions it would have made over the
 last ``window_days`` (a 1-slot job allowed ``score_delay`` slots, as in the evaluation), using
 only decisions whose outcome was known before the origin, and weights members by
-``softmax(eta x share of the oracle's saving captured)``; ``"equal"`` averages them. With
-``hour_width`` set, the share is a mix: ``global_share`` of it from all those decisions and the
-rest from the decisions made within ``hour_width`` hours of the origin's time of day over the
-last ``hour_window_days`` (:func:`hour_scores`): members are not equally good at every hour.
+``softmax(eta x share of the oracle's saving captured)``; ``"equal"`` averages them.
 
 Defaults are what ``bench/carbon_eval.py --tune`` chose on January-June 2022 (capture at an
 8 h delay, mean of 8 zones and of the plan-once and re-plan protocols): the first five members
 (``ridge_lags`` and ``mean7`` did not help), the ridge on 56 days, recent weighting over 28 days
-with eta 20, then time-of-day scores within 3 h over 56 days, mixed 30 / 70 with the all-hours
-score (+0.1 / +0.2 point over the year, plan once / re-plan: within the noise, but no worse on
-July-December). Many configurations are within a point of it (the grid's spread is mostly
-noise); the weighting helps most where members disagree most (CA-QC). A live forecast therefore
-wants about 121 days of history (:attr:`history_days`).
+with eta 20. Many configurations are within a point of it (the grid's spread is mostly noise);
+the weighting helps most where members disagree most (CA-QC). A live forecast therefore wants
+about 93 days of history (:attr:`history_days`).
 """
 
 from __future__ import annotations
@@ -104,41 +99,6 @@ def decision_scores(v: np.ndarray, scored: np.ndarray, parts: Sequence[np.ndarra
     return score
 
 
-def hour_scores(v: np.ndarray, scored: np.ndarray, parts: Sequence[np.ndarray],
-                origins: np.ndarray, delay: int, window: int, min_count: int, period: int,
-                width: int) -> np.ndarray | None:
-    """Like :func:`decision_scores`, but counting only the decisions made within ``width``
-    slots of the origin's time of day (members are not equally good at every hour: the
-    profiles around the daily peaks, the analogs overnight). Same rule for what is known: a
-    decision at ``s`` counts at ``origin`` only if ``s + delay < origin``."""
-    n = scored.size
-    if n == 0:
-        return None
-    truth = v[np.clip(scored[:, None] + np.arange(delay + 1)[None, :], 0, v.size - 1)]
-    ok_rows = scored + delay < v.size
-    now = truth[:, 0]
-    best = np.where(ok_rows, now - truth.min(1), 0.0)
-    gains = np.stack([np.where(ok_rows, now - truth[np.arange(n), p[:, : delay + 1].argmin(1)],
-                               0.0) for p in parts], 1)
-    hi = np.searchsorted(scored, origins - delay, side="left")
-    lo = np.searchsorted(scored, origins - delay - window, side="left")
-    slot = scored % period
-    score = np.full((origins.size, len(parts)), np.nan)
-    for c in np.unique(origins % period):
-        dist = np.minimum((slot - c) % period, (c - slot) % period)
-        near = (dist <= width).astype(np.float64)
-        cum = np.concatenate([np.zeros((1, len(parts))), np.cumsum(gains * near[:, None], 0)])
-        cum_best = np.concatenate([[0.0], np.cumsum(best * near)])
-        count = np.concatenate([[0.0], np.cumsum(near)])
-        rows = np.flatnonzero(origins % period == c)
-        h, lw = hi[rows], lo[rows]
-        possible = cum_best[h] - cum_best[lw]
-        part = (cum[h] - cum[lw]) / np.where(possible > 0, possible, 1.0)[:, None]
-        part[(count[h] - count[lw] < min_count) | ~(possible > 0)] = np.nan
-        score[rows] = part
-    return score
-
-
 class Ensemble:
     """flowcache's default method: members weighted by their recent deferral decisions."""
 
@@ -148,8 +108,7 @@ class Ensemble:
 
     def __init__(self, *, members: Sequence[str] = DEFAULT_MEMBERS, ridge_days: int = 56,
                  weighting: str = "recent", window_days: int = 28, eta: float = 20.0,
-                 score_delay: int = 8, hour_width: int | None = 3, hour_window_days: int = 56,
-                 global_share: float = 0.7) -> None:
+                 score_delay: int = 8) -> None:
         unknown = set(members) - set(ALL_MEMBERS)
         if unknown or not members:
             raise ValueError(f"ensemble members must be some of {ALL_MEMBERS}, got {members}")
@@ -161,30 +120,19 @@ class Ensemble:
         self.window_days = window_days
         self.eta = eta
         self.score_delay = score_delay
-        self.hour_width = hour_width
-        self.hour_window_days = hour_window_days
-        self.global_share = global_share
-
-    @property
-    def _score_days(self) -> int:
-        if self.weighting == "equal":
-            return 0
-        if self.hour_width is None:
-            return self.window_days
-        return max(self.window_days, self.hour_window_days)
 
     @property
     def history_days(self) -> float:
         """Days of history a live forecast should be given: the ridge's fitting window plus a
         week of features, plus the scoring window."""
-        return float(self.ridge_days + 8 + (self._score_days + 1
+        return float(self.ridge_days + 8 + (self.window_days + 1
                                             if self.weighting == "recent" else 0))
 
     def scored_origins(self, origins: np.ndarray, period: int) -> np.ndarray:
         """The origins the members must also forecast so ``origins`` can be weighted."""
         if self.weighting == "equal":
             return np.unique(origins)
-        back = self._score_days * period + self.score_delay + 1
+        back = self.window_days * period + self.score_delay + 1
         if origins.size and origins.max() - origins.min() <= 4 * back:
             lo = max(0, int(origins.min()) - back)
             return np.arange(lo, int(origins.max()) + 1)
@@ -216,13 +164,6 @@ class Ensemble:
                                 self.window_days * period, min_count=period)
         if score is None:
             return stack.mean(0)
-        if self.hour_width is not None:
-            local = hour_scores(v, scored, list(parts.values()), origins, self.score_delay,
-                                self.hour_window_days * period, period, period,
-                                self.hour_width * period // 24)
-            if local is not None:
-                mixed = (1.0 - self.global_share) * local + self.global_share * score
-                score = np.where(np.isnan(local), score, mixed)
         top = np.nanmax(np.where(np.isnan(score), -np.inf, score), 1, keepdims=True)
         weights = np.exp(self.eta * (score - top))
         weights = np.where(np.isnan(weights), 1.0, weights)

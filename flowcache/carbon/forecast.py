@@ -206,7 +206,7 @@ def forecast_for(provider: IntensityProvider, region: str, start: TimeLike, hori
 
     A provider without forecasts (files, the SDK JSON, Electricity Maps plans without forecast
     access) raises :class:`ForecastNotSupported`; then the forecast is made from the last
-    ``history_days`` of history (default: what the method wants, 121 days for the ensemble, 28
+    ``history_days`` of history (default: what the method wants, 93 days for the ensemble, 28
     for the others) with ``using`` (default: the ensemble). A provider forecast shorter than the
     horizon is extended the same way. Other provider errors propagate: wrap the provider in
     :class:`~flowcache.carbon.fallback.FallbackProvider` to degrade instead.

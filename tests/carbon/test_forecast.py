@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from flowcache.carbon.blend import Blend, daytype_profile, weekend
-from flowcache.carbon.ensemble import ALL_MEMBERS, Ensemble, decision_scores, hour_scores
+from flowcache.carbon.ensemble import ALL_MEMBERS, Ensemble, decision_scores
 from flowcache.carbon.errors import ForecastNotSupported, NoIntensityData
 from flowcache.carbon.forecast import (
     HourOfDayMean,
@@ -35,9 +35,8 @@ def de():
 @pytest.mark.parametrize("forecaster", [
     HourOfDayMean(), HoltWinters(), Blend(), Ensemble(),
     Ensemble(members=ALL_MEMBERS, weighting="equal"),
-    Ensemble(members=ALL_MEMBERS, window_days=7, eta=5.0), Ensemble(hour_width=None)],
-    ids=["mean7", "holtwinters", "blend", "ensemble", "ensemble-all-equal", "ensemble-all-7d",
-         "ensemble-all-hours"])
+    Ensemble(members=ALL_MEMBERS, window_days=7, eta=5.0)],
+    ids=["mean7", "holtwinters", "blend", "ensemble", "ensemble-all-equal", "ensemble-all-7d"])
 def test_forecasts_never_see_data_after_the_origin(de, forecaster):
     origins = np.array([24 * 20 + 5, 24 * 35 + 13, 24 * 50])
     full = predict(forecaster, de, origins, 25, 24, start=START)
@@ -79,26 +78,6 @@ def test_recent_weighting_follows_the_member_that_decided_well():
     equal = Ensemble(members=("profile", "mean7"), weighting="equal")
     np.testing.assert_allclose(equal.combine(v, scored, {"profile": good, "mean7": bad},
                                              scored[-5:], 24), (good[-5:] + bad[-5:]) / 2)
-
-
-def test_time_of_day_scores_count_only_decisions_near_the_origins_hour():
-    rng = np.random.default_rng(4)
-    v = 100 + 30 * np.sin(np.arange(24 * 40) * 2 * np.pi / 24) + rng.normal(0, 2, 24 * 40)
-    scored = np.arange(24 * 8, 24 * 39)
-    truth = v[scored[:, None] + np.arange(9)[None, :]]
-    night = (scored % 24 < 6)[:, None]
-    good, bad = truth + rng.normal(0, 1, truth.shape), truth[:, ::-1].copy()
-    by_night = np.where(night, good, bad)  # decides well at night only
-    origins = scored[-24:]
-    everywhere = hour_scores(v, scored, [good, by_night], origins, 8, 7 * 24, 24, 24, 12)
-    np.testing.assert_allclose(everywhere, decision_scores(v, scored, [good, by_night],
-                                                           origins, 8, 7 * 24, 24))
-    local = hour_scores(v, scored, [good, by_night], origins, 8, 14 * 24, 24, 24, 1)
-    hour = origins % 24
-    assert (local[hour == 3] > 0.95).all()  # both decide well at night
-    assert local[hour == 8, 0] > 0.95
-    assert local[hour == 8, 1] < 0.1  # by day, only the first does
-    assert everywhere[hour == 3, 1] < 0.5  # the all-hours score blurs the two
 
 
 def test_the_ensemble_is_the_default_and_asks_for_the_history_it_needs():
