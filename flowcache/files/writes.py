@@ -17,8 +17,6 @@ without closing it, discards it.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import io
 import logging
 import os
@@ -29,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import fsspec
 
+from flowcache.checksums import checksum_claim, compute_checksum
 from flowcache.errors import DurableWriteError
 from flowcache.files.blocks import BlockReader
 from flowcache.files.consistency import book_for
@@ -42,7 +41,6 @@ from flowcache.files.versions import (
     protocol_of,
     version_from_info,
 )
-from flowcache.tiers.objects import checksum_claim
 
 if TYPE_CHECKING:
     from flowcache.files.protocol import FlowcacheFileSystem
@@ -195,7 +193,7 @@ def confirm(fs: fsspec.AbstractFileSystem, path: str, url: str, info: dict[str, 
     claim = checksum_claim(info)
     if claim is not None:
         algorithm, expected = claim
-        actual = checksum(algorithm, spool.chunks())
+        actual = compute_checksum(algorithm, spool.chunks())
         if actual != expected:
             raise DurableWriteError(url, f"the target's {algorithm} {expected} does not match "
                                          f"the bytes sent ({actual})")
@@ -204,23 +202,6 @@ def confirm(fs: fsspec.AbstractFileSystem, path: str, url: str, info: dict[str, 
     for start, end in probes:
         if start < end and fs.cat_file(path, start=start, end=end) != spool.read(start, end):
             raise DurableWriteError(url, f"read-back of bytes {start}-{end} differs")
-
-
-def checksum(algorithm: str, chunks: Iterator[bytes]) -> str:
-    """:func:`flowcache.tiers.objects.compute_checksum`, over a stream of chunks."""
-    if algorithm == "crc32c":
-        import google_crc32c
-
-        crc = google_crc32c.Checksum()
-        for chunk in chunks:
-            crc.update(chunk)
-        return base64.b64encode(crc.digest()).decode()
-    md5 = hashlib.md5(usedforsecurity=False)
-    for chunk in chunks:
-        md5.update(chunk)
-    if algorithm == "md5-base64":
-        return base64.b64encode(md5.digest()).decode()
-    return md5.hexdigest()
 
 
 def _write_local(url: str, spool: Spool) -> Version:

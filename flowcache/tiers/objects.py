@@ -13,8 +13,6 @@ linked (or renamed) into place, so readers see all of it or nothing.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import uuid
 from collections.abc import Iterator, Mapping
@@ -24,6 +22,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from flowcache.checksums import checksum_claim, compute_checksum
 from flowcache.entry import Frame, read_frame
 from flowcache.errors import DurableWriteError
 from flowcache.tiers.base import BaseTier
@@ -189,7 +188,7 @@ class ObjectTier(BaseTier):
         claim = checksum_claim(info)
         if claim is not None:
             algorithm, expected = claim
-            actual = compute_checksum(algorithm, frame)
+            actual = compute_checksum(algorithm, frame.parts)
             if actual != expected:
                 raise DurableWriteError(name, f"backend {algorithm} {expected} does not match "
                                               f"the bytes sent ({actual})")
@@ -197,33 +196,3 @@ class ObjectTier(BaseTier):
         head = self.fs.cat_file(path, start=0, end=_VERIFY_HEAD_BYTES)
         if head != bytes(frame.read(0, min(frame.nbytes, _VERIFY_HEAD_BYTES))):
             raise DurableWriteError(name, "read-back of the stored header differs")
-
-
-def checksum_claim(info: Mapping[str, Any]) -> tuple[str, str] | None:
-    """The checksum a backend reports for an object, if we know how to recompute it."""
-    crc = info.get("crc32c")
-    if crc:
-        return "crc32c", str(crc)
-    md5 = info.get("md5Hash")
-    if md5:
-        return "md5-base64", str(md5)
-    etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
-    if len(etag) == 32 and all(ch in "0123456789abcdef" for ch in etag.lower()):
-        return "md5-hex", etag.lower()  # single-part S3 upload without SSE-KMS
-    return None
-
-
-def compute_checksum(algorithm: str, frame: Frame) -> str:
-    if algorithm == "crc32c":
-        import google_crc32c
-
-        crc = google_crc32c.Checksum()
-        for part in frame.parts:
-            crc.update(bytes(part) if isinstance(part, memoryview) else part)
-        return base64.b64encode(crc.digest()).decode()
-    md5 = hashlib.md5(usedforsecurity=False)
-    for part in frame.parts:
-        md5.update(part)
-    if algorithm == "md5-base64":
-        return base64.b64encode(md5.digest()).decode()
-    return md5.hexdigest()
