@@ -9,8 +9,8 @@ a ``bytes`` nor fill one before it is published.
 
 :class:`BytesWriter` does what CPython's own readers do in C: allocate the object, fill it, then
 hand it out. It allocates with ``bytes(size)`` (``calloc``: zeroed pages nobody has touched yet,
-so a partial fill never exposes old memory), advises the kernel to back it with huge pages
-(``madvise(MADV_HUGEPAGE)``, Linux), and fills it through a writable view made with
+so a partial fill never exposes old memory), optionally advises the kernel to back it with huge
+pages (``madvise(MADV_HUGEPAGE)``, Linux), and fills it through a writable view made with
 :mod:`ctypes`. The view never leaves the writer and is released before :meth:`getvalue`
 returns the object, so nothing can observe a ``bytes`` changing. It is used only for sizes of
 at least :data:`MIN_SIZE` (CPython shares its 0- and 1-byte objects) and only on CPython, after a
@@ -147,12 +147,9 @@ class BytesWriter:
     def getvalue(self) -> bytes:
         """The bytes written; the writer is finished afterwards."""
         view, result = self._view, self._result
-        if self.pos == self.size and type(result) is bytes:
-            view.release()
-            self._result = b""
-            return result
-        value = bytes(view[:self.pos])
-        view.release()
+        whole = self.pos == self.size and type(result) is bytes
+        value = result if whole else bytes(view[:self.pos])
+        view.release()  # nothing can write into the object once it is handed out
         self._result = b""
         return value
 
