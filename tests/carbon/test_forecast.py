@@ -9,6 +9,7 @@ from flowcache.carbon.errors import ForecastNotSupported, NoIntensityData
 from flowcache.carbon.forecast import (
     HourOfDayMean,
     PerfectForesight,
+    clip_spikes,
     forecast_for,
     forecast_from_history,
     method,
@@ -34,7 +35,7 @@ def de():
 
 @pytest.mark.parametrize("forecaster", [
     HourOfDayMean(), HoltWinters(), Blend(), Ensemble(),
-    Ensemble(members=ALL_MEMBERS, weighting="equal"),
+    Ensemble(members=ALL_MEMBERS, weighting="equal", spike_mads=2.0),
     Ensemble(members=ALL_MEMBERS, window_days=7, eta=5.0)],
     ids=["mean7", "holtwinters", "blend", "ensemble", "ensemble-all-equal", "ensemble-all-7d"])
 def test_forecasts_never_see_data_after_the_origin(de, forecaster):
@@ -78,6 +79,47 @@ def test_recent_weighting_follows_the_member_that_decided_well():
     equal = Ensemble(members=("profile", "mean7"), weighting="equal")
     np.testing.assert_allclose(equal.combine(v, scored, {"profile": good, "mean7": bad},
                                              scored[-5:], 24), (good[-5:] + bad[-5:]) / 2)
+
+
+def daily_cycle(days: int, seed: int = 7) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    hours = np.arange(24 * days)
+    return 100 + 30 * np.sin(hours * 2 * np.pi / 24) + rng.normal(0, 3, hours.size)
+
+
+def test_clipping_glitches_uses_only_the_past_and_spares_ordinary_data(de):
+    assert np.array_equal(clip_spikes(de, 24), de)  # two months of real DE data: untouched
+    glitched = de.copy()
+    glitched[24 * 30 + 7] = 20 * de.max()
+    clipped = clip_spikes(glitched, 24)
+    assert np.flatnonzero(clipped != glitched).tolist() == [24 * 30 + 7]
+    assert clipped[24 * 30 + 7] < 3 * de.max()  # DE swings widely: a wide bound
+    for i in (24 * 30 + 7, 24 * 45):  # a value's bound comes from the values before it
+        assert clip_spikes(glitched[: i + 1], 24)[i] == clipped[i]
+    flat = 28.0 + 0.1 * (np.arange(24 * 20) % 3)  # no spread: the floor keeps it as it is
+    assert np.array_equal(clip_spikes(flat, 24), flat)
+    gappy = flat.copy()
+    gappy[100:110] = np.nan
+    gappy[300] = 1e4
+    out = clip_spikes(gappy, 24)
+    assert np.isnan(out[100:110]).all()
+    assert out[300] < 30.0
+
+
+def test_a_glitch_in_the_history_does_not_become_tomorrows_forecast():
+    clean = daily_cycle(60)
+    glitched = clean.copy()
+    glitched[24 * 50 + 10: 24 * 50 + 13] = 1000.0  # three bad hours from the provider
+    origin = np.array([24 * 51 + 2])
+    moved = {}
+    for mads in (6.0, None):
+        model = Ensemble(spike_mads=mads)
+        base = predict(model, clean, origin, 24, 24, start=START)[0]
+        moved[mads] = np.abs(predict(model, glitched, origin, 24, 24, start=START)[0] - base)
+    assert moved[None].max() > 50.0  # unclipped, the members expect the glitch again
+    assert moved[6.0].max() < moved[None].max() / 4
+    with pytest.raises(ValueError, match="spike_mads"):
+        Ensemble(spike_mads=0.0)
 
 
 def test_the_ensemble_is_the_default_and_asks_for_the_history_it_needs():
