@@ -15,7 +15,8 @@ bench/carbon_eval.py does, for January-June, July-December and the year, plan on
   8-fold *blocked cross-validation* (each block of the year predicted by a model fitted on the
   other seven, with a 2-day gap: more data than any forecaster ever has, the future included).
 * **pooled ridge**: the same regressions fitted on all zones at once (each scaled by its median
-  hourly change over the past 14 days; hours in local standard time), blocked cross-validation.
+  hourly change over the past 14 days; hours in local standard time), blocked cross-validation;
+  and its average with the ensemble (diversity).
 * **gbm** (``--gbm``, needs ``pip install lightgbm``): gradient-boosted trees on the same features
   plus horizon, hour and weekday, blocked cross-validation.
 
@@ -170,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     probes["per-hour ridge, in sample"] = [per_hour(z, args.lam, False) for z in zones]
     probes["per-hour ridge, blocked CV"] = [per_hour(z, args.lam, True) for z in zones]
     probes["pooled ridge, blocked CV"] = pooled(zones, args.lam)
+    probes["ensemble + pooled ridge (CV), mean"] = [
+        (z.ensemble + p) / 2 for z, p in zip(zones, probes["pooled ridge, blocked CV"],
+                                             strict=True)]
     if args.gbm:
         probes["gbm, blocked CV"] = [gbm(z) for z in zones]
     results = {}
