@@ -57,10 +57,9 @@ class Zone:
         self.masks = halves(series, self.origins)
         model = Ensemble()
         clean = model.clean(self.v, 24)
-        self.ensemble = model.predict_block(self.v, self.origins, DELAY + 1, 24,
-                                            start=series.start)
         scored = model.scored_origins(self.origins, 24)
         parts = model.parts(clean, scored, DELAY + 1, 24, start=series.start)
+        self.ensemble = model.combine(clean, scored, parts, self.origins, 24)  # = predict_block
         rows = np.searchsorted(scored, self.origins)
         o = self.origins
         self.truth = self.v[o[:, None] + np.arange(DELAY + 1)[None, :]]

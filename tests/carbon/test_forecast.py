@@ -35,9 +35,11 @@ def de():
 
 @pytest.mark.parametrize("forecaster", [
     HourOfDayMean(), HoltWinters(), Blend(), Ensemble(),
-    Ensemble(members=ALL_MEMBERS, weighting="equal", spike_mads=2.0),
-    Ensemble(members=ALL_MEMBERS, window_days=7, eta=5.0)],
-    ids=["mean7", "holtwinters", "blend", "ensemble", "ensemble-all-equal", "ensemble-all-7d"])
+    Ensemble(members=ALL_MEMBERS, weighting="equal"),
+    Ensemble(members=ALL_MEMBERS, window_days=7, eta=5.0),
+    Ensemble(spike_mads=2.0)],
+    ids=["mean7", "holtwinters", "blend", "ensemble", "ensemble-all-equal", "ensemble-all-7d",
+         "ensemble-clip-hard"])
 def test_forecasts_never_see_data_after_the_origin(de, forecaster):
     origins = np.array([24 * 20 + 5, 24 * 35 + 13, 24 * 50])
     full = predict(forecaster, de, origins, 25, 24, start=START)
