@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flowcache.access import Identity, new_key
+from flowcache.carbon.clocks import CompressedClock
 from flowcache.carbon.timestamps import to_epoch
-from flowcache.clocks import CompressedClock
+from flowcache.identity import Identity, new_key
 from flowcache.store import TieredStore
 from flowcache.tiers.objects import ObjectTier
 from prefect_cache.carbon_option import carbon

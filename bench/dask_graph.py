@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dask import delayed
 
 import dask_cache
-from flowcache.access import new_key
 from flowcache.config import StoreConfig
+from flowcache.identity import new_key
 from flowcache.store import TieredStore
 from flowcache.tiers.node import NodeTier
 from flowcache.tiers.objects import ObjectTier

@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import boto3
 import fsspec
 
-from flowcache.access import Identity, new_key
 from flowcache.files import FlowcacheFileSystem
+from flowcache.identity import Identity, new_key
 from flowcache.locks import FileLocks
 from flowcache.store import TieredStore
 from flowcache.tiers.memory import MemoryTier

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import INPUTS  # noqa: E402
 
-from flowcache.access import Identity, new_key  # noqa: E402
+from flowcache.identity import Identity, new_key  # noqa: E402
 from flowcache.store import TieredStore  # noqa: E402
 from flowcache.tiers.memory import MemoryTier  # noqa: E402
 from flowcache.tiers.objects import ObjectTier  # noqa: E402

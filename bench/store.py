@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fsspec
 import redis
 
-from flowcache.access import Identity, new_key
-from flowcache.keys import hash_inputs
+from flowcache.identity import Identity, new_key
+from flowcache.keys.canonical import hash_inputs
 from flowcache.store import TieredStore
 from flowcache.tiers.memory import MemoryTier
 from flowcache.tiers.objects import ObjectTier
@@ -140,7 +140,7 @@ def large_object(results: Results, label: str, repeats: int,
 
 
 def store_frame(store: TieredStore, value: bytes):
-    from flowcache.entry import encode
+    from flowcache.frames import encode
 
     return encode(value, key="f" * 64, identity=store.identity)
 

@@ -35,8 +35,8 @@ from dask._task_spec import (
 
 from dask_cache.settings import DaskCacheSettings
 from dask_cache.tasks import ALWAYS, LoadPolicy, compute_and_store, load
-from flowcache.fingerprints import FileRef
-from flowcache.keys import KeyBuilder, content_key
+from flowcache.keys.canonical import KeyBuilder, content_key
+from flowcache.keys.fingerprints import FileRef
 from flowcache.lifetimes import KEEP, Lifetime
 from flowcache.store import TieredStore
 

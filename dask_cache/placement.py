@@ -25,13 +25,13 @@ from typing import Any
 
 from dask_cache.scheduler import session_run_id
 from flowcache.carbon.advisor import CarbonAdvisor, Placement
+from flowcache.carbon.clocks import Clock, WallClock
+from flowcache.carbon.deferral import ReleaseScheduler
 from flowcache.carbon.emissions import PowerModel
 from flowcache.carbon.options import options_of
 from flowcache.carbon.providers import IntensityProvider, get_provider
 from flowcache.carbon.records import DecisionRecord
 from flowcache.carbon.report import save_records, summary_line
-from flowcache.clocks import Clock, WallClock
-from flowcache.deferral import ReleaseScheduler
 
 log = logging.getLogger("dask_cache.carbon")
 

@@ -4,10 +4,11 @@
 
     client.register_plugin(CacheWorkerPlugin(StoreConfig.from_env()))
 
-On each worker the plugin builds the configured store and inserts a :class:`NodeTier` right
+On each worker the plugin builds the configured store and adds a :class:`NodeTier` to it right
 after the memory tier: a byte-budgeted cache on the node's local disk or shared memory that all
 worker processes of the node share, so a result one worker cached is read by its neighbours
-without touching Redis or the bucket. The store becomes the worker process's default, so
+without touching Redis or the bucket. The tier joins the store in place, so the store's ledger
+bills what the worker writes, hits and evicts. The store becomes the worker process's default, so
 ``dask_cache.cache()`` functions and graph-cache loads use it. Per-worker hit, miss and byte
 counters are exposed to ``client.run(worker_metrics)`` and as custom worker metrics (the
 scheduler and dashboard show them with the other worker metrics).
@@ -43,7 +44,7 @@ class CacheWorkerPlugin(WorkerPlugin):
         store = config.build()
         node = NodeTier(self.node_dir or settings.node_dir,
                         max_bytes=self.node_bytes or settings.node_bytes)
-        store = with_node_tier(store, node)
+        add_node_tier(store, node)
         worker.flowcache_store = store
         set_default_store(store)
         for tier in store.tiers:
@@ -57,14 +58,11 @@ class CacheWorkerPlugin(WorkerPlugin):
         set_default_store(None)
 
 
-def with_node_tier(store: TieredStore, node: NodeTier) -> TieredStore:
-    """The same store with ``node`` after the memory tier (or first, without one)."""
-    tiers = list(store.tiers)
-    at = 1 if tiers and tiers[0].name == "memory" else 0
-    tiers.insert(at, node)
-    rebuilt = TieredStore(tiers, identity=store.identity, locks=store.locks)
-    rebuilt.config = store.config
-    return rebuilt
+def add_node_tier(store: TieredStore, node: NodeTier) -> None:
+    """Put ``node`` in ``store`` after its process-local tiers (memory), in place: the store
+    keeps its ledger and other listeners, so what workers do is billed."""
+    at = sum(1 for tier in store.hot if tier.process_local)
+    store.add_tier(node, at=at)
 
 
 def _metric(tier: str, counter: str) -> Any:

@@ -63,7 +63,7 @@ class CacheSchedulerPlugin(SchedulerPlugin):
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
         if self.sink is None and self.config is not None:
-            from flowcache.ledger import ledger_of
+            from flowcache.accounts.ledger import ledger_of
 
             self._store = self.config.build()
             self._ledger = ledger_of(self._store)
@@ -110,7 +110,7 @@ class CacheSchedulerPlugin(SchedulerPlugin):
                          name="flowcache-session-purge").start()
 
     def _purge(self, run_id: str) -> None:
-        from flowcache.memoize import tracker_for
+        from flowcache.purge import tracker_for
 
         try:
             if self._store is None:

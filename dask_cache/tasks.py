@@ -22,7 +22,7 @@ from dask.sizeof import sizeof
 from flowcache.config import default_store
 from flowcache.errors import UnserializableResult
 from flowcache.lifetimes import FlowScoped, Lifetime
-from flowcache.memoize import tracker_for
+from flowcache.purge import tracker_for
 
 log = logging.getLogger("dask_cache")
 #: this process's graph-cache activity: computed, stored, skipped_cheap, unserializable, loaded

@@ -4,9 +4,7 @@ The engine-neutral core. Prefect glue lives in ``prefect_cache``, Dask glue in `
 this package imports neither.
 """
 
-from flowcache.access import Identity
 from flowcache.config import StoreConfig, default_store, set_default_store
-from flowcache.entry import Entry, Frame, Header
 from flowcache.errors import (
     ConfigError,
     CorruptEntry,
@@ -17,10 +15,12 @@ from flowcache.errors import (
     UnhashableInput,
     UnserializableResult,
 )
-from flowcache.fingerprints import FileRef
-from flowcache.keys import content_key, hash_inputs, register_hasher
+from flowcache.frames import Entry, Frame, Header
+from flowcache.identity import Identity
+from flowcache.keys import FileRef, content_key, hash_inputs, register_hasher
 from flowcache.lifetimes import FLOW, KEEP, TTL, FlowScoped, Keep, parse_lifetime
 from flowcache.store import Outcome, TieredStore
+from flowcache.tiers import register_tier
 
 __version__ = "0.1.0"
 
@@ -29,5 +29,5 @@ __all__ = [
     "FileRef", "FlowScoped", "FlowcacheError", "ForeignEntry", "Frame", "Header", "Identity",
     "Keep", "Outcome", "StoreConfig", "TierUnavailable", "TieredStore", "UnhashableInput",
     "UnserializableResult", "content_key", "default_store", "hash_inputs", "parse_lifetime",
-    "register_hasher", "set_default_store",
+    "register_hasher", "register_tier", "set_default_store",
 ]

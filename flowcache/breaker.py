@@ -2,9 +2,14 @@
 
 The durable tier alone keeps the store correct, so a hot tier that cannot be reached (a dead
 Redis, a full node disk) must cost one warning per outage, not a timeout per read. The store
-keeps one breaker per hot tier: after a failure the tier is skipped until ``retry_at``
-(exponential backoff from ``base`` to ``cap`` seconds), then tried again; a success closes it
-and logs that the tier is back.
+keeps one breaker per hot tier and sends every call to that tier through :meth:`call`:
+
+* while the tier backs off the call is skipped (counted ``skipped``);
+* a :class:`~flowcache.errors.TierUnavailable` opens the breaker: the tier is skipped until
+  ``retry_at`` (exponential backoff from ``base`` to ``cap`` seconds), then tried again, and a
+  success closes it and logs that the tier is back;
+* any other error (the tier refused this one operation: a full disk, an item too large, a
+  permission) fails only that call, with one warning per kind of error: it is not an outage.
 """
 
 from __future__ import annotations
@@ -12,27 +17,52 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import TypeVar
 
+from flowcache.errors import TierUnavailable
+from flowcache.listeners import StoreCounters
 from flowcache.tiers.base import Tier
 
 log = logging.getLogger("flowcache.store")
+T = TypeVar("T")
 
 
 class TierBreaker:
     """Per-tier circuit breaker: skip a failing hot tier for a growing while, warn once."""
 
-    def __init__(self, tier: Tier, base: float, cap: float,
-                 clock: Callable[[], float]) -> None:
+    def __init__(self, tier: Tier, *, base: float, cap: float, clock: Callable[[], float],
+                 counters: StoreCounters | None = None) -> None:
         self.tier = tier
         self.base = base
         self.cap = cap
         self.clock = clock
+        self.counters = counters or StoreCounters()
         self.failures = 0
         self.retry_at = 0.0
         self._lock = threading.Lock()
+        self._warned: set[type] = set()
 
     def available(self) -> bool:
         return self.failures == 0 or self.clock() >= self.retry_at
+
+    def call(self, action: str, operation: Callable[[], T]) -> tuple[bool, T | None]:
+        """``(True, result)`` of ``operation()``, or ``(False, None)`` when the tier was
+        skipped or failed; never raises what the tier raised."""
+        if not self.available():
+            self.counters.add(self.tier.name, skipped=1)
+            return False, None
+        try:
+            result = operation()
+        except TierUnavailable as exc:
+            self.counters.add(self.tier.name, errors=1)
+            self.failed(exc)
+            return False, None
+        except Exception as exc:
+            self.counters.add(self.tier.name, errors=1)
+            self._warn_once(exc, action)
+            return False, None
+        self.succeeded()
+        return True, result
 
     def failed(self, exc: BaseException) -> None:
         with self._lock:
@@ -50,3 +80,10 @@ class TierBreaker:
                 outage = self.failures
                 self.failures = 0
             log.warning("%s is back after %d failed attempts", self.tier.describe(), outage)
+
+    def _warn_once(self, exc: BaseException, action: str) -> None:
+        if type(exc) not in self._warned:
+            self._warned.add(type(exc))
+            log.warning("%s failed on %s (%s: %s); the durable tier still serves",
+                        self.tier.describe(), action, type(exc).__name__, exc)
+

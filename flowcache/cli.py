@@ -17,13 +17,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flowcache import access, billing, manifest
+from flowcache import admin, identity, manifest
+from flowcache.accounts import billing
+from flowcache.accounts.evictions import watch_evictions
+from flowcache.accounts.ledger import ledger_of
 from flowcache.carbon.cli import carbon_app
 from flowcache.config import StoreConfig, TierSpec
 from flowcache.errors import ConfigError, FlowcacheError
-from flowcache.ledger import ledger_of, watch_evictions
-from flowcache.lifecycle import PurgeReport, clear, sweep
 from flowcache.lifetimes import parse_duration
+from flowcache.purge import PurgeReport, clear, sweep
 
 app = typer.Typer(help="flowcache: tiered content-addressed cache and carbon-aware scheduling.",
                   no_args_is_help=True, add_completion=False)
@@ -92,7 +94,7 @@ def clear_command(
             console.print("[red]--user clears a whole namespace[/red]: drop --flow/--older-than")
             raise typer.Exit(2)
         store = _config().build()
-        cleared = access.clear_namespace(store.tiers, user, ledger=ledger_of(store))
+        cleared = admin.clear_namespace(store.tiers, user, ledger=ledger_of(store))
         hot = ", ".join(f"{n} from {tier}" for tier, n in cleared.hot.items())
         console.print(f"cleared {cleared.entries} entries of {user} from the durable tier"
                       + (f" ({hot})" if hot else "") + f", {cleared.records} run records")
@@ -168,7 +170,7 @@ def billing_command(
     if ledger is None:
         console.print("[red]the ledger is off[/red] (FLOWCACHE_LEDGER=off): nothing to bill")
         raise typer.Exit(2)
-    user = access.validate_user(user or config.user)
+    user = identity.validate_user(user or config.user)
     start = parse_when(since)
     end = parse_when(until) if until else dt.datetime.now(dt.UTC).timestamp()
     try:
@@ -301,27 +303,27 @@ def admin_add_user(
     """Provision USER: a signing key, a Redis ACL user confined to their keys, and print the
     configuration they need."""
     config = _config()
-    access.validate_user(user)
+    identity.validate_user(user)
     key_path = (Path(key_dir) if key_dir else config.keys_dir).expanduser() / f"{user}.key"
     if key_path.exists() and not rotate_key:
-        key = access.load_or_create_key(key_path)
+        key = identity.load_or_create_key(key_path)
     else:
-        key = access.new_key()
-        access.write_key(key_path, key, replace=rotate_key)
+        key = identity.new_key()
+        identity.write_key(key_path, key, replace=rotate_key)
     lines = [f"# flowcache configuration for {user}", f"export FLOWCACHE_USER={user}",
              f"export FLOWCACHE_SIGNING_KEY={key.hex()}" if inline_key
              else f"export FLOWCACHE_SIGNING_KEY_FILE={shlex.quote(str(key_path))}"]
-    admin = _admin_redis(config, redis_url)
-    if admin is None:
+    connection = _admin_redis(config, redis_url)
+    if connection is None:
         lines.append(f"export FLOWCACHE_STORE={shlex.quote('+'.join(config.tiers))}")
         lines.append("# no redis tier: no Redis ACL user was made")
     else:
-        client, prefix = admin
-        tenant = access.provision_redis_user(client, user, prefix=prefix)
+        client, prefix = connection
+        tenant = admin.provision_redis_user(client, user, prefix=prefix)
         lines.append("export FLOWCACHE_STORE="
-                     + shlex.quote(access.tenant_store_spec(config.tiers, tenant)))
+                     + shlex.quote(admin.tenant_store_spec(config.tiers, tenant)))
         lines.append(f"# Redis ACL user {tenant.acl_user}: keys "
-                     + " ".join(access.tenant_key_patterns(user, prefix))
+                     + " ".join(admin.tenant_key_patterns(user, prefix))
                      + (" (saved to the ACL file)" if tenant.persisted else
                         " (not persisted: the server has no aclfile; re-run after a restart)"))
     lines.append(f"# object store: confine {user}'s credentials to their prefix with "
@@ -335,12 +337,12 @@ def admin_remove_user(
     redis_url: str = typer.Option(None, "--redis-url", help="admin connection to Redis"),
 ) -> None:
     """Delete USER's Redis ACL user (their entries stay: `flowcache clear --user` removes them)."""
-    admin = _admin_redis(_config(), redis_url)
-    if admin is None:
+    connection = _admin_redis(_config(), redis_url)
+    if connection is None:
         console.print("[red]no redis tier configured and no --redis-url[/red]")
         raise typer.Exit(2)
-    removed = access.remove_redis_user(admin[0], user)
-    console.print(f"{access.acl_username(user)}: {'removed' if removed else 'did not exist'}")
+    removed = admin.remove_redis_user(connection[0], user)
+    console.print(f"{admin.acl_username(user)}: {'removed' if removed else 'did not exist'}")
 
 
 @admin_app.command("bucket-policy")
@@ -360,11 +362,11 @@ def admin_bucket_policy(
         console.print("[red]give exactly one of --s3 BUCKET/PREFIX or --gcs BUCKET/PREFIX[/red]")
         raise typer.Exit(2)
     if s3:
-        typer.echo(json.dumps(access.s3_policy(user, s3, principal=principal), indent=2))
+        typer.echo(json.dumps(admin.s3_policy(user, s3, principal=principal), indent=2))
     elif commands:
-        typer.echo("\n".join(access.gcs_managed_folder_commands(user, gcs, member=member)))
+        typer.echo("\n".join(admin.gcs_managed_folder_commands(user, gcs, member=member)))
     else:
-        typer.echo(json.dumps(access.gcs_policy(user, gcs, member=member), indent=2))
+        typer.echo(json.dumps(admin.gcs_policy(user, gcs, member=member), indent=2))
 
 
 def main() -> None:

@@ -47,14 +47,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import platformdirs
 
-from flowcache.access import Identity, key_from_hex, load_or_create_key, validate_user
+from flowcache.accounts.ledger import Ledger, RedisBackend, SQLiteBackend
 from flowcache.buffers import use_huge_pages
 from flowcache.errors import ConfigError
-from flowcache.fingerprints import Fingerprinter
-from flowcache.ledger import Ledger, RedisBackend, SQLiteBackend
+from flowcache.identity import Identity, key_from_hex, load_or_create_key, validate_user
+from flowcache.keys.fingerprints import Fingerprinter
 from flowcache.locks import FileLocks, Locks, RedisLocks
 from flowcache.store import TieredStore
-from flowcache.tiers import tier_class
+from flowcache.tiers import is_registered, tier_class
+from flowcache.tiers.base import Tier
 
 APP = "flowcache"
 _SPLIT = re.compile(r"\+(?=[A-Za-z][A-Za-z0-9.-]*(?:://|\?|\+|$)|[/~.])")
@@ -63,13 +64,6 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "ki": 2**10, "kib": 2**10,
                "m": 10**6, "mb": 10**6, "mi": 2**20, "mib": 2**20, "g": 10**9, "gb": 10**9,
                "gi": 2**30, "gib": 2**30, "t": 10**12, "tb": 10**12, "ti": 2**40, "tib": 2**40}
-_TIER_OPTIONS = {
-    "memory": {"max_bytes": "size", "max_item_bytes": "size"},
-    "node": {"max_bytes": "size", "max_item_bytes": "size"},
-    "redis": {"max_item_bytes": "size", "inline_bytes": "size", "part_bytes": "size",
-              "prefix": "str", "index": "bool"},
-    "object": {"fsync": "bool"},
-}
 
 
 def parse_size(text: str | int) -> int:
@@ -93,32 +87,42 @@ def split_store_spec(spec: str) -> list[str]:
 
 @dataclass(frozen=True)
 class TierSpec:
-    kind: str  # "memory" | "redis" | "object"
+    """One tier of a store spec: the scheme that picks its class, its URL and its options."""
+
+    scheme: str  # a registered scheme ("memory", "redis", "node"...) or "object"
     url: str  # the URL handed to the backend, our options removed
     options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        """The tier's class name in words: ``memory``, ``node``, ``redis``, ``object``..."""
+        return tier_class(self.scheme).name
+
+    @property
+    def tier_class(self) -> type[Tier]:
+        return tier_class(self.scheme)
 
     @classmethod
     def parse(cls, text: str) -> TierSpec:
         scheme = text.split("://", 1)[0].lower() if "://" in text else text.split("?", 1)[0]
         if scheme == "memory" and "://" in text and urlsplit(text).path not in ("", "/"):
-            kind = "object"  # memory://bucket/path is fsspec's in-memory filesystem
-        elif scheme == "memory":
-            kind = "memory"
-        elif scheme in ("redis", "rediss", "unix", "redis+cluster"):
-            kind = "redis"
-        elif scheme == "node":
-            kind = "node"  # node or node:///dir: the node tier (shared by a node's processes)
-        else:
-            kind = "object"
-        allowed = _TIER_OPTIONS[kind]
+            scheme = "object"  # memory://bucket/path is fsspec's in-memory filesystem
+        elif not is_registered(scheme):
+            scheme = "object"  # a path, file://, s3://, gs://...: fsspec's object stores
+        allowed = tier_class(scheme).url_options
         parts = urlsplit(text)
         query = parse_qsl(parts.query, keep_blank_values=True)
         ours = {k: v for k, v in query if k in allowed}
-        if kind == "object" and not ours and "?" in text:
-            return cls(kind, text, {})  # a literal '?' in a path: leave it alone
+        if scheme == "object" and not ours and "?" in text:
+            return cls(scheme, text, {})  # a literal '?' in a path: leave it alone
         rest = urlencode([(k, v) for k, v in query if k not in allowed])
         url = urlunsplit(parts._replace(query=rest)) if "://" in text else text.split("?")[0]
-        return cls(kind, url, {k: _convert(v, allowed[k], k) for k, v in ours.items()})
+        return cls(scheme, url, {k: _convert(v, allowed[k], k) for k, v in ours.items()})
+
+    def build(self, storage_options: Mapping[str, Mapping[str, Any]] | None = None) -> Tier:
+        """The tier this spec names, with the store's storage options (per protocol)."""
+        return self.tier_class.from_url(self.url, storage_options=storage_options or {},
+                                        **self.options)
 
 
 def _convert(value: str, kind: str, name: str) -> Any:
@@ -130,6 +134,11 @@ def _convert(value: str, kind: str, name: str) -> Any:
         if value.lower() in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"option {name} takes true or false, not {value!r}")
+    if kind in ("int", "float"):
+        try:
+            return int(value) if kind == "int" else float(value)
+        except ValueError:
+            raise ConfigError(f"option {name} takes a number, not {value!r}") from None
     return value
 
 
@@ -202,8 +211,9 @@ class StoreConfig:
 
     def build(self) -> TieredStore:
         use_huge_pages(self.huge_pages)
-        tiers = [build_tier(TierSpec.parse(text), self.storage_options) for text in self.tiers]
-        store = TieredStore(tiers, identity=self.identity, locks=self._locks(tiers))
+        tiers = [TierSpec.parse(text).build(self.storage_options) for text in self.tiers]
+        store = TieredStore(tiers, identity=self.identity, locks=self._locks(tiers),
+                            storage_options=self.storage_options)
         store.config = self
         ledger = self.build_ledger(tiers)
         if ledger is not None:
@@ -215,8 +225,8 @@ class StoreConfig:
         if self.ledger == "off":
             return None
         if tiers is None:
-            tiers = [build_tier(TierSpec.parse(text), self.storage_options)
-                     for text in self.tiers if TierSpec.parse(text).kind == "redis"]
+            tiers = [spec.build(self.storage_options) for spec in map(TierSpec.parse, self.tiers)
+                     if spec.kind == "redis"]
         redis_tier = next((t for t in tiers if t.name == "redis"), None)
         if self.ledger in ("auto", "redis") and redis_tier is not None:
             return Ledger(RedisBackend(redis_tier.client, prefix=redis_tier.prefix))
@@ -224,8 +234,7 @@ class StoreConfig:
             raise ConfigError("FLOWCACHE_LEDGER=redis needs a redis tier in FLOWCACHE_STORE "
                               "(or give the ledger its own redis:// URL)")
         if self.ledger.split("://", 1)[0] in ("redis", "rediss", "unix"):
-            spec = TierSpec.parse(self.ledger)
-            tier = build_tier(spec, {})
+            tier = TierSpec.parse(self.ledger).build()
             return Ledger(RedisBackend(tier.client, prefix=tier.prefix))
         if self.ledger in ("auto", "sqlite"):
             return Ledger(SQLiteBackend(default_cache_dir() / "ledger.sqlite3"))
@@ -257,22 +266,6 @@ def _storage_options(value: Any) -> dict[str, dict[str, Any]]:
         raise ConfigError("storage options map a protocol to its options: "
                           '{"s3": {"endpoint_url": ...}}')
     return value
-
-
-def build_tier(spec: TierSpec, storage_options: Mapping[str, Mapping[str, Any]]) -> Any:
-    if spec.kind == "memory":
-        return tier_class("memory")(**spec.options)
-    if spec.kind == "node":
-        directory = urlsplit(spec.url).path if spec.url.startswith("node:") else ""
-        return tier_class("node")(directory or None, **spec.options)
-    if spec.kind == "redis":
-        return tier_class("redis").from_url(spec.url, **spec.options)
-    protocol = spec.url.split("://", 1)[0].lower() if "://" in spec.url else "file"
-    url = spec.url if "://" in spec.url else str(Path(spec.url).expanduser().absolute())
-    options = storage_options.get(protocol, {})
-    if protocol == "gcs":
-        options = storage_options.get("gs", options)
-    return tier_class("object")(url, storage_options=options, **spec.options)
 
 
 def default_cache_dir() -> Path:

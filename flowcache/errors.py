@@ -1,4 +1,10 @@
-"""The exceptions flowcache raises: each says what happened and what to do about it."""
+"""Every exception flowcache raises, in one hierarchy under :class:`FlowcacheError`.
+
+Like httpx's: catch :class:`FlowcacheError` for anything flowcache refused or could not do, or a
+subclass for one cause. Each also subclasses the builtin a caller would expect (``ValueError``
+for bad values, ``OSError`` for storage, ``TimeoutError`` for waits), so code written against
+the builtins keeps working. Each message says what happened and what to do about it.
+"""
 
 from __future__ import annotations
 
@@ -84,3 +90,104 @@ class TierUnavailable(FlowcacheError, ConnectionError):
 
 class ConfigError(FlowcacheError, ValueError):
     """A store or tier configuration cannot be understood."""
+
+
+class InvalidName(FlowcacheError, ValueError):
+    """A key, run id or entry name is not one flowcache made (a path trick, free text)."""
+
+
+class ForeignNamespace(FlowcacheError, PermissionError):
+    """A name outside the caller's namespace was addressed: another user's entry."""
+
+    def __init__(self, name: str, user: str) -> None:
+        self.name = name
+        self.user = user
+        super().__init__(f"{name!r} is not in {user!r}'s namespace; a user may only read, list "
+                         "and delete their own entries (operators: flowcache clear --user)")
+
+
+class LockTimeout(FlowcacheError, TimeoutError):
+    """Another producer of the same key held its lock for longer than the caller would wait."""
+
+
+class ManifestError(FlowcacheError, ValueError):
+    """A run manifest file exists but cannot be read as one."""
+
+
+# -- cached files ---------------------------------------------------------------------------------
+class RemoteChanged(FlowcacheError, OSError):
+    """The remote file changed (or vanished) while it was read; reopen it to read the new one."""
+
+    def __init__(self, url: str, detail: str = "") -> None:
+        self.url = url
+        super().__init__(f"{url} changed while it was being read{f' ({detail})' if detail else ''}"
+                         "; open it again to read its current version")
+
+
+class WeakVersion(FlowcacheError, ValueError):
+    """A backend reports nothing that identifies a version of the file (no ETag, no mtime)."""
+
+
+class OtherHostFile(FlowcacheError, LookupError):
+    """A local file of another host: only a sweep on that host can check it."""
+
+
+# -- carbon ---------------------------------------------------------------------------------------
+# Catch :class:`ProviderError` to handle any failure of an intensity source (the planner turns one
+# into "run now at home"), or a subclass to handle one cause. Parsers never let a ``KeyError`` or
+# ``TypeError`` escape: a payload that is not the documented shape is a :class:`MalformedResponse`
+# naming the field.
+
+
+class CarbonError(FlowcacheError):
+    """Base class of every error the carbon core raises on purpose."""
+
+
+class ProviderError(CarbonError):
+    """An intensity provider could not give the data asked for."""
+
+    def __init__(self, provider: str, message: str) -> None:
+        self.provider = provider
+        super().__init__(f"{provider}: {message}")
+
+
+class ProviderAuthError(ProviderError):
+    """The provider refused the credentials (HTTP 401 or 403)."""
+
+
+class RegionNotFound(ProviderError):
+    """The provider does not know the region (HTTP 404, or a zone missing from a file)."""
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider could not be reached or kept failing (timeouts, 429, 5xx) after retries."""
+
+
+class MalformedResponse(ProviderError):
+    """The provider answered, but not with the documented shape."""
+
+
+class ForecastNotSupported(ProviderError):
+    """The provider has no forecast for this region; forecast from its history instead."""
+
+
+class UnknownRegion(CarbonError, ConfigError):
+    """A region name is in no region map and cannot be used as a provider zone either."""
+
+    def __init__(self, name: str, known: list[str] | None = None) -> None:
+        self.name = name
+        hint = ""
+        if known:
+            hint = f" Known regions include {', '.join(sorted(known)[:8])}..."
+        super().__init__(
+            f"unknown region {name!r}.{hint} Use a cloud region (e.g. 'aws:eu-central-1'), an "
+            "Electricity Maps zone (e.g. 'DE'), or add it with RegionMap.with_overrides()."
+        )
+
+
+class NoIntensityData(CarbonError, ValueError):
+    """A series does not cover the interval a computation needs."""
+
+
+class InvalidJob(CarbonError, ValueError):
+    """A job description is inconsistent (e.g. neither power nor energy, negative duration)."""

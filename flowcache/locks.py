@@ -24,15 +24,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from flowcache.errors import TierUnavailable
+from flowcache.errors import LockTimeout, TierUnavailable
 
 log = logging.getLogger("flowcache.locks")
 
 _WAIT_LOG_EVERY = 30.0
-
-
-class LockTimeout(TimeoutError):
-    pass
 
 
 class Locks(Protocol):

@@ -16,7 +16,7 @@ inode each update replaces), and the new version is written to a temporary file,
 renamed over the old one: no update is lost, and a reader (who takes no lock) sees the old
 version or the new one, never a torn file.
 
-An entry is *stale* when an input's fingerprint (:mod:`flowcache.fingerprints`) differs from
+An entry is *stale* when an input's fingerprint (:mod:`flowcache.keys.fingerprints`) differs from
 the one recorded before the task ran: the file was produced from inputs that have changed since.
 Only local directories have manifests (``flock`` and rename are local-filesystem guarantees).
 """
@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowcache.errors import FlowcacheError
-from flowcache.fingerprints import FileRef, Fingerprinter, split_protocol
+from flowcache.errors import ManifestError
+from flowcache.keys.fingerprints import FileRef, Fingerprinter, split_protocol
 
 log = logging.getLogger("flowcache.manifest")
 
@@ -45,10 +45,6 @@ LOCK_NAME = ".flowcache-manifest.lock"
 FORMAT = 1
 RETURN = "return"  # in cache(outputs=[...]): the task's return value holds the output path(s)
 _CONFIG_REPR = 200
-
-
-class ManifestError(FlowcacheError, ValueError):
-    """A manifest file exists but cannot be read as one."""
 
 
 def manifest_path(directory: str | os.PathLike[str]) -> Path:

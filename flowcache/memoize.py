@@ -11,22 +11,21 @@ from __future__ import annotations
 
 import inspect
 import time
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from flowcache.code_identity import function_identity
+from flowcache.accounts.runstats import RUN_STATS, RunStats
 from flowcache.config import default_fingerprinter, default_store
-from flowcache.entry import Header
 from flowcache.errors import UnhashableInput
-from flowcache.fingerprints import FileRef, Fingerprinter
-from flowcache.keys import PROVENANCE, content_key, hash_inputs
-from flowcache.lifecycle import RunTracker
+from flowcache.frames import Header
+from flowcache.keys.canonical import PROVENANCE, content_key, hash_inputs
+from flowcache.keys.code import function_identity
+from flowcache.keys.fingerprints import FileRef, Fingerprinter
 from flowcache.lifetimes import KEEP, FlowScoped, Lifetime, parse_lifetime
 from flowcache.manifest import RETURN, OutputCall, output_location
-from flowcache.runstats import RUN_STATS, RunStats
+from flowcache.purge import tracker_for
 from flowcache.store import TieredStore
 
 
@@ -188,19 +187,3 @@ class Memoizer:
     @staticmethod
     def _stats(context: CallContext) -> RunStats | None:
         return RUN_STATS.for_run(context.run_id) if context.run_id else None
-
-
-_TRACKERS: weakref.WeakKeyDictionary[TieredStore, RunTracker] = weakref.WeakKeyDictionary()
-
-
-def tracker_for(store: TieredStore) -> RunTracker:
-    """The run tracker of ``store`` in this process (one per store, so heartbeats are shared)."""
-    tracker = _TRACKERS.get(store)
-    if tracker is None:
-        tracker = _TRACKERS.setdefault(store, RunTracker(store))
-    return tracker
-
-
-def stores_with_runs() -> list[TieredStore]:
-    """Stores that recorded flow-scoped entries in this process."""
-    return list(_TRACKERS.keys())

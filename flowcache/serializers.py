@@ -2,7 +2,7 @@
 
 ``raw`` passes ``bytes`` through untouched (no pickling, no copy on write); everything else goes
 through ``cloudpickle`` (protocol 5) by default. A serializer is only ever asked to ``loads`` a
-payload whose frame was verified first (see :mod:`flowcache.entry`).
+payload whose frame was verified first (see :mod:`flowcache.frames`).
 """
 
 from __future__ import annotations

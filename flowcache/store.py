@@ -14,18 +14,25 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from flowcache.access import Identity, check_namespace
 from flowcache.breaker import TierBreaker
-from flowcache.entry import HEADER_PROBE_BYTES, Entry, Frame, Header, decode, encode, peek_header
-from flowcache.errors import CorruptEntry, DurableWriteError, ForeignEntry, TierUnavailable
-from flowcache.events import Listeners, StoreCounters, StoreListener
+from flowcache.errors import (
+    ConfigError,
+    CorruptEntry,
+    DurableWriteError,
+    ForeignEntry,
+)
+from flowcache.frames import HEADER_PROBE_BYTES, Entry, Frame, Header, decode, encode, peek_header
+from flowcache.identity import Identity, check_namespace, entry_name, is_entry_name, key_of
+from flowcache.keys.fingerprints import Fingerprinter
 from flowcache.lifetimes import KEEP, Lifetime
+from flowcache.listeners import Listeners, StoreCounters, StoreListener
 from flowcache.locks import LayeredLocks, Locks
 from flowcache.tiers.base import Tier
 
@@ -45,23 +52,68 @@ class Outcome(Generic[T]):
 
 
 class TieredStore:
+    """Tiers fastest first, durable last, composed for one user.
+
+    ``storage_options`` (per fsspec protocol) are those the durable tier was built with; the
+    store's :attr:`fingerprinter` uses them, so an ``s3://`` input is fingerprinted against
+    the same endpoint and credentials as the store's own bucket.
+    """
+
     def __init__(self, tiers: Sequence[Tier], *, identity: Identity,
                  locks: Locks | None = None, backoff_base: float = 0.5,
-                 backoff_cap: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 backoff_cap: float = 30.0, clock: Callable[[], float] = time.monotonic,
+                 storage_options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         if not tiers or not tiers[-1].durable:
-            raise ValueError("the last tier must be durable (an object tier)")
+            raise ConfigError("the last tier must be durable (an object tier: a directory, "
+                              "s3://bucket/prefix or gs://bucket/prefix)")
         if any(tier.durable for tier in tiers[:-1]):
-            raise ValueError("only the last tier may be durable")
-        self.tiers = list(tiers)
-        self.durable = self.tiers[-1]
-        self.hot = self.tiers[:-1]
+            raise ConfigError("only the last tier may be durable: put the object tier last")
+        self.tiers: list[Tier] = []
         self.identity = identity
         self.locks = locks if isinstance(locks, LayeredLocks) else LayeredLocks(locks)
         self.counters = StoreCounters()
         self.config: Any = None  # the StoreConfig this store was built from, if any
+        self.storage_options = {k: dict(v) for k, v in (storage_options or {}).items()}
         self.listeners = Listeners()
-        self._guards = {id(t): TierBreaker(t, backoff_base, backoff_cap, clock) for t in self.hot}
-        self._warned: set[tuple[str, type]] = set()
+        self._breaker = functools.partial(TierBreaker, base=backoff_base, cap=backoff_cap,
+                                          clock=clock, counters=self.counters)
+        self._guards: dict[int, TierBreaker] = {}
+        for tier in tiers:
+            self._attach(tier)
+        self.tiers = list(tiers)
+
+    @property
+    def durable(self) -> Tier:
+        return self.tiers[-1]
+
+    @property
+    def hot(self) -> list[Tier]:
+        return self.tiers[:-1]
+
+    def add_tier(self, tier: Tier, *, at: int | None = None) -> None:
+        """Add a tier to this store, in place: its listeners (the ledger), locks and
+        configuration stay, and the new tier's own evictions reach them too.
+
+        ``at``: its position among the hot tiers (default: the last before the durable one).
+        """
+        if tier.durable:
+            raise ConfigError(f"{tier.describe()} is durable; a store has one durable tier")
+        position = len(self.hot) if at is None else at
+        if not 0 <= position <= len(self.hot):
+            raise ConfigError(f"add_tier(at={at}): a hot tier goes at 0..{len(self.hot)}, "
+                              "before the durable tier")
+        self._attach(tier)
+        self.tiers.insert(position, tier)
+
+    def _attach(self, tier: Tier) -> None:
+        if not tier.durable:
+            self._guards[id(tier)] = self._breaker(tier)
+        tier.add_removal_listener(functools.partial(self._tier_dropped, tier))
+
+    @functools.cached_property
+    def fingerprinter(self) -> Fingerprinter:
+        """File fingerprints with this store's storage options (see the class docstring)."""
+        return Fingerprinter(self.storage_options)
 
     # -- naming -------------------------------------------------------------------------------
     @property
@@ -69,15 +121,18 @@ class TieredStore:
         return self.identity.namespace
 
     def name_for(self, key: str) -> str:
-        """Where ``key`` lives in every tier: ``<namespace>/<2 hex>/<key>``."""
-        return f"{self.namespace}/{key[:2]}/{key}"
+        """Where ``key`` lives in every tier (see :func:`flowcache.identity.entry_name`)."""
+        return entry_name(self.namespace, key)
 
-    @staticmethod
-    def key_of(name: str) -> str:
-        return name.rpartition("/")[2]
+    key_of = staticmethod(key_of)
 
     def add_listener(self, listener: StoreListener) -> None:
         self.listeners.add(listener)
+
+    def _tier_dropped(self, tier: Tier, name: str, nbytes: int, reason: str) -> None:
+        """A tier dropped a frame by itself (an eviction): its listeners account for it."""
+        self.counters.add(tier.name, deletes=1)
+        self.listeners.emit("on_remove", name, tier.name, nbytes, reason)
 
     # -- reading ------------------------------------------------------------------------------
     def get_entry(self, key: str, *, into: memoryview | None = None) -> Entry | None:
@@ -133,26 +188,12 @@ class TieredStore:
         return None, None
 
     def _tier_get(self, tier: Tier, name: str, into: memoryview | None = None) -> Frame | None:
-        read = tier.get if into is None or not hasattr(tier, "get_into") else (
-            lambda name: tier.get_into(name, into))
+        def read(name: str) -> Frame | None:
+            return tier.get(name) if into is None else tier.get_into(name, into)
+
         if tier.durable:
             return read(name)
-        guard = self._guards[id(tier)]
-        if not guard.available():
-            self.counters.add(tier.name, skipped=1)
-            return None
-        try:
-            frame = read(name)
-        except TierUnavailable as exc:
-            self.counters.add(tier.name, errors=1)
-            guard.failed(exc)
-            return None
-        except Exception as exc:
-            self.counters.add(tier.name, errors=1)
-            self._warn_once(tier, exc, "read")
-            return None
-        guard.succeeded()
-        return frame
+        return self._guards[id(tier)].call("read", lambda: read(name))[1]
 
     def _drop_hot(self, tier: Tier, name: str, nbytes: int, exc: CorruptEntry) -> None:
         kind = "foreign" if isinstance(exc, ForeignEntry) else "corrupt"
@@ -225,21 +266,10 @@ class TieredStore:
                  ttl: float | None) -> None:
         if not tier.accepts(frame.nbytes):
             return
-        guard = self._guards[id(tier)]
-        if not guard.available():
-            self.counters.add(tier.name, skipped=1)
+        stored, _ = self._guards[id(tier)].call(
+            "write", lambda: tier.put(name, frame, ttl=ttl))
+        if not stored:  # full (OOM), no permission, unreachable...: the hot copy is optional
             return
-        try:
-            tier.put(name, frame, ttl=ttl)
-        except TierUnavailable as exc:
-            self.counters.add(tier.name, errors=1)
-            guard.failed(exc)
-            return
-        except Exception as exc:  # full (OOM), no permission...: the hot copy is optional
-            self.counters.add(tier.name, errors=1)
-            self._warn_once(tier, exc, "write")
-            return
-        guard.succeeded()
         self.counters.add(tier.name, writes=1, bytes_written=frame.nbytes)
         self.listeners.emit("on_write", name, tier.name, header, frame.nbytes)
 
@@ -295,7 +325,7 @@ class TieredStore:
     def delete_name(self, name: str, *, reason: str = "deleted") -> bool:
         """Remove ``name`` (in this user's namespace: another's is ``ForeignNamespace``)."""
         check_namespace(name, self.identity)
-        size = self._durable_size(name) if self.listeners else None
+        size = self.durable.size(name) if self.listeners else None
         removed = self.durable.delete(name)
         if removed:
             self.counters.add(self.durable.name, deletes=1)
@@ -303,29 +333,15 @@ class TieredStore:
         self._forget_hot(name, reason)
         return removed
 
-    def _durable_size(self, name: str) -> int | None:
-        info = getattr(self.durable, "info", None)
-        if info is None:
-            return None
-        details = info(name)
-        return int(details["size"]) if details and details.get("size") is not None else None
-
     def _forget_hot(self, name: str, reason: str = "deleted") -> None:
         for tier in self.hot:
             self._remove_from(tier, name, None, reason)
 
     def _remove_from(self, tier: Tier, name: str, nbytes: int | None, reason: str) -> None:
-        try:
+        if tier.durable:
             removed = tier.delete(name)
-        except Exception as exc:
-            if tier.durable:
-                raise
-            self.counters.add(tier.name, errors=1)
-            if isinstance(exc, TierUnavailable):
-                self._guards[id(tier)].failed(exc)
-            else:
-                self._warn_once(tier, exc, "delete")
-            return
+        else:
+            removed = self._guards[id(tier)].call("delete", lambda: tier.delete(name))[1]
         if removed:
             self.counters.add(tier.name, deletes=1)
             self.listeners.emit("on_remove", name, tier.name, nbytes, reason)
@@ -333,8 +349,7 @@ class TieredStore:
     def scan(self, prefix: str = "") -> Iterator[str]:
         """Names of this user's entries in the durable tier (not the lifecycle records)."""
         for name in self.durable.scan(f"{self.namespace}/{prefix}"):
-            parts = name.split("/")
-            if len(parts) == 3 and parts[2][:2] == parts[1]:
+            if is_entry_name(name):
                 yield name
 
     def headers(self, prefix: str = "") -> Iterator[tuple[str, Header | None]]:
@@ -361,19 +376,12 @@ class TieredStore:
     def describe(self) -> str:
         return " -> ".join(tier.describe() for tier in self.tiers)
 
-    def _warn_once(self, tier: Tier, exc: BaseException, action: str) -> None:
-        marker = (tier.name, type(exc))
-        if marker not in self._warned:
-            self._warned.add(marker)
-            log.warning("%s failed on %s (%s: %s); the durable tier still serves",
-                        tier.describe(), action, type(exc).__name__, exc)
-
     def __repr__(self) -> str:
         return f"<TieredStore user={self.identity.user!r} {self.describe()}>"
 
     def __reduce__(self) -> tuple:
         """Stores built from a config travel (to Dask workers) as that config."""
-        config = getattr(self, "config", None)
+        config = self.config
         if config is None:
             raise TypeError("only a store built with StoreConfig.build() can be sent to another "
                             "process; build it from a StoreConfig")

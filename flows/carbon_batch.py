@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flowcache.carbon.clocks import CompressedClock
 from flowcache.carbon.timestamps import to_epoch
-from flowcache.clocks import CompressedClock
 from prefect_cache import cache
 from prefect_cache.carbon_option import carbon
 from prefect_cache.carbon_runner import CarbonAwareTaskRunner

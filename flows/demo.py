@@ -37,7 +37,7 @@ def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
     from flowcache.config import default_store
-    from flowcache.lifecycle import clear
+    from flowcache.purge import clear
     from flows import pipeline as example
 
     store = default_store()

@@ -13,7 +13,7 @@ for a start time and region (forecasts cached per region, a shared capacity ledg
 work does not pile into one hour), logs the decision in one line, and then:
 
 * **defers**: the submission is held in a heap and released at the planned time by one timer
-  thread (:mod:`flowcache.deferral`); no worker thread or process waits. The caller gets a
+  thread (:mod:`flowcache.carbon.deferral`); no worker thread or process waits. The caller gets a
   :class:`~prefect_cache.deferred_future.DeferredFuture` at once, and dependants wait on it as
   on any future (a submission whose inputs are still held is itself held until they finish, so
   it does not occupy a worker either);
@@ -42,13 +42,13 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.collections import visit_collection
 
 from flowcache.carbon.advisor import CarbonAdvisor, Placement
+from flowcache.carbon.clocks import Clock, WallClock
+from flowcache.carbon.deferral import ReleaseScheduler
 from flowcache.carbon.emissions import PowerModel
 from flowcache.carbon.options import options_of
 from flowcache.carbon.providers import IntensityProvider, get_provider
 from flowcache.carbon.records import DecisionRecord
 from flowcache.carbon.report import save_records, summary_line
-from flowcache.clocks import Clock, WallClock
-from flowcache.deferral import ReleaseScheduler
 from prefect_cache import carbon_artifacts
 from prefect_cache.deferred_future import DeferredFuture
 

@@ -43,7 +43,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flowcache.fingerprints import FileRef, Fingerprinter, split_protocol
+from flowcache.keys.fingerprints import FileRef, Fingerprinter, split_protocol
 from flowcache.lifetimes import Lifetime
 from flowcache.store import TieredStore
 from prefect_cache.context import call_context

@@ -18,12 +18,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flowcache.billing import RunUsage, run_usage
+from flowcache.accounts.billing import RunUsage, run_usage
+from flowcache.accounts.ledger import ledger_of
+from flowcache.accounts.runstats import RUN_STATS, RunStats
 from flowcache.config import default_store
-from flowcache.ledger import ledger_of
-from flowcache.lifecycle import PurgeReport
-from flowcache.memoize import stores_with_runs, tracker_for
-from flowcache.runstats import RUN_STATS, RunStats
+from flowcache.purge import PurgeReport, stores_with_runs, tracker_for
 
 log = logging.getLogger("prefect_cache")
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, TypeVar, overload
 
-from flowcache.fingerprints import Fingerprinter
+from flowcache.keys.fingerprints import Fingerprinter
 from flowcache.lifetimes import Lifetime
 from flowcache.memoize import CacheOptions, CallContext, Memoizer
 from flowcache.store import TieredStore

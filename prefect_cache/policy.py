@@ -18,11 +18,11 @@ from typing import Any
 
 from prefect.cache_policies import CachePolicy
 
-from flowcache.code_identity import function_identity
 from flowcache.config import default_fingerprinter
 from flowcache.errors import UnhashableInput
-from flowcache.fingerprints import FileRef
-from flowcache.keys import content_key, hash_inputs
+from flowcache.keys.canonical import content_key, hash_inputs
+from flowcache.keys.code import function_identity
+from flowcache.keys.fingerprints import FileRef
 
 
 @dataclass

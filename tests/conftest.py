@@ -22,7 +22,7 @@ for _name in [n for n in os.environ if n.startswith("FLOWCACHE_")]:
 
 import pytest  # noqa: E402
 
-from flowcache.access import Identity, new_key  # noqa: E402
+from flowcache.identity import Identity, new_key  # noqa: E402
 from flowcache.locks import FileLocks  # noqa: E402
 from flowcache.store import TieredStore  # noqa: E402
 from tests.servers import FaultProxy, GcsServer, MotoServer, RedisServer  # noqa: E402
@@ -199,7 +199,7 @@ def tenant_redis(own_redis):
     a function making tenants: ``tenant("alice")`` -> (RedisTenant, their client URL)."""
     import redis
 
-    from flowcache.access import provision_redis_user
+    from flowcache.admin import provision_redis_user
 
     admin = redis.Redis.from_url(own_redis.url)
 

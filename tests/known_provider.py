@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from flowcache.carbon.errors import ProviderUnavailable
 from flowcache.carbon.series import IntensitySeries
 from flowcache.carbon.timestamps import to_epoch
+from flowcache.errors import ProviderUnavailable
 
 T0 = to_epoch("2024-03-01T00:00:00Z")
 HOUR = 3600.0

@@ -14,13 +14,11 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from flowcache.access import (
-    ForeignNamespace,
-    Identity,
+from flowcache.accounts.ledger import Ledger, SQLiteBackend, ledger_of
+from flowcache.admin import (
     RedisTenant,
     acl_username,
     clear_namespace,
-    new_key,
     tenant_acl_rules,
     tenant_store_spec,
 )
@@ -33,11 +31,11 @@ from flowcache.config import (
     split_store_spec,
     use_store,
 )
-from flowcache.entry import Header, encode_payload
-from flowcache.errors import ConfigError, CorruptEntry, ForeignEntry
-from flowcache.ledger import Ledger, SQLiteBackend, ledger_of
-from flowcache.lifecycle import RunTracker
+from flowcache.errors import ConfigError, CorruptEntry, ForeignEntry, ForeignNamespace
+from flowcache.frames import Header, encode_payload
+from flowcache.identity import Identity, new_key
 from flowcache.locks import RedisLocks
+from flowcache.purge import RunTracker
 from flowcache.tiers.memory import MemoryTier
 from flowcache.tiers.objects import ObjectTier
 from flowcache.tiers.redis import RedisTier

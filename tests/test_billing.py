@@ -13,11 +13,12 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from flowcache import billing
-from flowcache.access import Identity, new_key
+from flowcache.accounts import billing
+from flowcache.accounts.evictions import watch_evictions
+from flowcache.accounts.ledger import Ledger, RedisBackend, SQLiteBackend
 from flowcache.cli import app, parse_when
 from flowcache.errors import ConfigError
-from flowcache.ledger import Ledger, RedisBackend, SQLiteBackend, watch_evictions
+from flowcache.identity import Identity, new_key
 from flowcache.tiers.memory import MemoryTier
 from flowcache.tiers.objects import ObjectTier
 from flowcache.tiers.redis import RedisTier

@@ -11,9 +11,9 @@ import pytest
 
 from flowcache import buffers
 from flowcache.buffers import MIN_SIZE, BytesWriter
-from flowcache.entry import decode, read_frame
 from flowcache.errors import CorruptEntry
 from flowcache.files import FlowcacheFileSystem
+from flowcache.frames import decode, read_frame
 from flowcache.tiers.memory import MemoryTier
 from flowcache.tiers.node import NodeTier
 from flowcache.tiers.objects import ObjectTier

@@ -9,7 +9,7 @@ import pytest
 from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flowcache.clocks import ManualClock
+from flowcache.carbon.clocks import ManualClock
 from flowcache.tiers.memory import MemoryTier
 from flowcache.tiers.objects import ObjectTier
 from prefect_cache.carbon_option import carbon

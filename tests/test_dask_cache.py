@@ -12,9 +12,9 @@ from dask import delayed
 
 import dask_cache
 from dask_cache.tasks import load
-from flowcache.access import new_key
 from flowcache.config import StoreConfig
-from flowcache.entry import decode
+from flowcache.frames import decode
+from flowcache.identity import new_key
 from tests import dask_jobs as jobs
 from tests.prefect_helpers import eventually
 
@@ -164,8 +164,8 @@ def test_residency_billing_matches_nbytes_times_time(client, config):
     billed = client.run_on_scheduler(dask_cache.scheduler_residency)["residency-test"]
     assert billed == pytest.approx(expected, rel=0.05)
 
-    from flowcache.billing import usage
-    from flowcache.ledger import ledger_of
+    from flowcache.accounts.billing import usage
+    from flowcache.accounts.ledger import ledger_of
 
     ledger = ledger_of(config.build())  # what `flowcache billing` reads
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import dask_cache
-from flowcache.clocks import ManualClock
+from flowcache.carbon.clocks import ManualClock
 from tests import dask_jobs as jobs
 from tests.known_provider import HOME, HOUR, NORTH, T0, KnownProvider
 from tests.prefect_helpers import eventually

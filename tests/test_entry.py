@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from flowcache.access import Identity, new_key
-from flowcache.entry import TAIL_BYTES, Frame, decode, encode, peek_header
 from flowcache.errors import CorruptEntry, ForeignEntry, UnserializableResult
+from flowcache.frames import TAIL_BYTES, Frame, decode, encode, peek_header
+from flowcache.identity import Identity, new_key
 from flowcache.lifetimes import TTL, FlowScoped
 
 KEY = "ab" * 32

@@ -8,7 +8,7 @@ import pytest
 from prefect import flow, task
 
 from flowcache import manifest
-from flowcache.fingerprints import Fingerprinter
+from flowcache.keys.fingerprints import Fingerprinter
 from prefect_cache import cache_hooks
 from prefect_cache.files import FilesCall, files
 from tests import test_files_support as support

@@ -12,7 +12,7 @@ import os
 import threading
 from pathlib import Path
 
-from flowcache.access import new_key
+from flowcache.identity import new_key
 from tests import test_files_support as support
 from tests.test_files_support import make_remote
 
@@ -24,8 +24,8 @@ BLOCK = 256 << 10
 
 def _reader(root: str, key_hex: str, target: dict, url_path: str, barrier, results) -> None:
     import flowcache.files  # noqa: F401
-    from flowcache.access import Identity
     from flowcache.files import FlowcacheFileSystem
+    from flowcache.identity import Identity
     from flowcache.locks import FileLocks
     from flowcache.store import TieredStore
     from flowcache.tiers.node import NodeTier
@@ -92,8 +92,8 @@ def test_eight_threads_fetch_one_block_once(gcs, tmp_path, request, file_store):
 def test_many_first_opens_of_one_file_record_it_once(tmp_path, request, s3, make_store, caplog):
     """The per-URL record is the one entry replaced in place: concurrent writers take its lock
     (a durable tier on S3 makes the window between reading and writing it wide)."""
-    from flowcache.events import StoreListener
     from flowcache.files.records import RECORD_KIND
+    from flowcache.listeners import StoreListener
     from flowcache.tiers.objects import ObjectTier
 
     options = {k: v for k, v in s3.options().items() if k != "skip_instance_cache"}

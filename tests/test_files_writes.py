@@ -10,10 +10,10 @@ import fsspec
 import pytest
 
 from flowcache.errors import DurableWriteError
-from flowcache.events import StoreListener
 from flowcache.files.records import BLOCK_KIND, RECORD_KIND
 from flowcache.files.writes import Spool, confirm
-from flowcache.memoize import tracker_for
+from flowcache.listeners import StoreListener
+from flowcache.purge import tracker_for
 from tests import test_files_support as support
 from tests.test_files_support import SMALL_BLOCK, durable_keys, make_remote
 

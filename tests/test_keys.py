@@ -20,10 +20,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flowcache.code_identity import function_identity
 from flowcache.errors import UnhashableInput
-from flowcache.fingerprints import FileRef, Fingerprinter
-from flowcache.keys import PROVENANCE, Provenance, content_key, hash_inputs, register_hasher
+from flowcache.keys.canonical import (
+    PROVENANCE,
+    Provenance,
+    content_key,
+    hash_inputs,
+    register_hasher,
+)
+from flowcache.keys.code import function_identity
+from flowcache.keys.fingerprints import FileRef, Fingerprinter
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,7 +176,7 @@ def test_plain_objects_hash_by_their_state():
 _PROBE = textwrap.dedent("""
     import json, sys, pathlib
     import numpy as np, pandas as pd
-    from flowcache.keys import hash_inputs
+    from flowcache.keys.canonical import hash_inputs
     value = {
         "set": {"b", "a", "c", 3, 2.5}, "frozen": frozenset({("x", 1), ("y", 2)}),
         "dict": {"z": 1, "a": [1, 2, {"q": None}]}, "arr": np.arange(12).reshape(3, 4),
@@ -217,8 +223,8 @@ def test_missing_file_is_keyed_not_an_error(tmp_path):
 
 
 def _fresh_process_key(url: str, options: dict) -> str:
-    code = ("import json, sys; from flowcache.keys import hash_inputs; "
-            "from flowcache.fingerprints import FileRef, Fingerprinter; "
+    code = ("import json, sys; from flowcache.keys.canonical import hash_inputs; "
+            "from flowcache.keys.fingerprints import FileRef, Fingerprinter; "
             "opts = json.loads(sys.argv[2]); "
             "print(hash_inputs({'x': FileRef(sys.argv[1])}, "
             "fingerprinter=Fingerprinter(opts)).hex())")

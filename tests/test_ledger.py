@@ -10,13 +10,14 @@ import time
 import pytest
 import redis
 
-from flowcache.access import Identity, new_key
-from flowcache.billing import Event, open_residencies, residencies
+from flowcache.accounts.backends import CLOCK_SKEW
+from flowcache.accounts.billing import Event, open_residencies, residencies
+from flowcache.accounts.ledger import Ledger, RedisBackend, SQLiteBackend, ledger_of
 from flowcache.config import StoreConfig
-from flowcache.ledger import Ledger, RedisBackend, SQLiteBackend, ledger_of, this_process
-from flowcache.ledger_backends import CLOCK_SKEW
-from flowcache.lifecycle import RunTracker, clear, sweep
+from flowcache.identity import Identity, new_key
 from flowcache.lifetimes import TTL, FlowScoped
+from flowcache.processes import this_process
+from flowcache.purge import RunTracker, clear, sweep
 from flowcache.tiers.memory import MemoryTier
 from flowcache.tiers.objects import ObjectTier
 from flowcache.tiers.redis import RedisTier, entry_name
@@ -71,9 +72,9 @@ def test_writes_hits_misses_and_deletes_are_recorded_in_order(store, ledger, clo
     (hit,) = [e for e in events if e.kind == "hit"]
     assert (hit.tier, hit.seconds, hit.ts) == ("memory", 2.5, clock.now - 5)
     assert [e.name for e in events if e.kind == "miss"] == [key(2)]
-    # the memory copy's end comes from the tier itself (reason "deleted"), the others from
-    # the store (with the caller's reason)
-    assert sorted(kinds(events, "remove")) == [("remove", "memory", "deleted"),
+    # every copy's end comes from the store, with the caller's reason (tiers report only
+    # what they drop by themselves: evictions, expiries)
+    assert sorted(kinds(events, "remove")) == [("remove", "memory", "cleared"),
                                                ("remove", "object", "cleared"),
                                                ("remove", "redis", "cleared")]
     spans = {(r.tier, r.start, r.end) for r in residencies(events)}

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from flowcache.cli import app
-from flowcache.lifecycle import RunTracker, clear, sweep
 from flowcache.lifetimes import KEEP, TTL, FlowScoped
+from flowcache.purge import RunTracker, clear, sweep
 from flowcache.tiers.memory import MemoryTier
 from flowcache.tiers.objects import ObjectTier
 from flowcache.tiers.redis import RedisTier
@@ -75,7 +75,7 @@ def test_gc_purges_runs_whose_processes_are_gone(store, tiers, tmp_path):
     tracker.leave("dead")
     import json
 
-    from flowcache.entry import Frame
+    from flowcache.frames import Frame
 
     proc_names = list(tiers[2].scan(f"{store.namespace}/_runs/dead/_proc-"))
     (proc_name,) = proc_names
@@ -101,7 +101,7 @@ def test_gc_purges_runs_without_a_recent_heartbeat_elsewhere(store, tiers):
 
 
 def test_gc_removes_expired_entries_and_orphaned_hot_copies(store, tiers):
-    from flowcache.entry import encode
+    from flowcache.frames import encode
 
     _, hot, durable = tiers
     past = time.time() - 100

@@ -10,7 +10,7 @@ import pytest
 from prefect import flow, task
 
 from flowcache.errors import UnhashableInput
-from flowcache.keys import PROVENANCE
+from flowcache.keys.canonical import PROVENANCE
 from flowcache.tiers.memory import MemoryTier
 from flowcache.tiers.objects import ObjectTier
 from flowcache.tiers.redis import RedisTier

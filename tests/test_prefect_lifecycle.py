@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flowcache.access import new_key
 from flowcache.cli import app
 from flowcache.config import StoreConfig
+from flowcache.identity import new_key
 from tests.prefect_helpers import eventually
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

@@ -8,8 +8,8 @@ import uuid
 import pytest
 from prefect import flow, task
 
-from flowcache.access import new_key
 from flowcache.config import StoreConfig
+from flowcache.identity import new_key
 from prefect_cache import CONTENT, FlowcacheStorage
 from tests.prefect_helpers import task_state_names
 

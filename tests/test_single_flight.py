@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flowcache.access import new_key
+from flowcache.identity import new_key
 
 KEY = "5f" * 32
 PROCESSES = 8

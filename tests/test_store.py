@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import redis
 
-from flowcache.access import Identity, new_key
-from flowcache.entry import decode, encode
 from flowcache.errors import CorruptEntry, DurableWriteError, ForeignEntry, UnserializableResult
+from flowcache.frames import decode, encode
+from flowcache.identity import Identity, new_key
 from flowcache.lifetimes import TTL
 from flowcache.tiers.memory import MemoryTier
 from flowcache.tiers.objects import ObjectTier

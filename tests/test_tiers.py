@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from flowcache.entry import Frame
+from flowcache.frames import Frame
 from flowcache.tiers import Tier
 from flowcache.tiers.memory import MemoryTier
 from flowcache.tiers.node import NodeTier
@@ -108,7 +108,7 @@ def test_memory_tier_evicts_least_recently_used_by_bytes():
     now = [0.0]
     tier = MemoryTier(max_bytes=3000, clock=lambda: now[0])
     removed = []
-    tier.on_remove = lambda name, size, reason: removed.append((name, reason))
+    tier.add_removal_listener(lambda name, size, reason: removed.append((name, reason)))
     for name in "abc":
         tier.put(name, Frame((b"x" * 1000,)))
     tier.get("a")  # a is now the most recent
@@ -182,7 +182,7 @@ def test_node_tier_evicts_least_recently_read_frames_across_processes(tmp_path):
     first = NodeTier(tmp_path / "node", max_bytes=3000)
     second = NodeTier(tmp_path / "node", max_bytes=3000)  # another worker on the node
     removed = []
-    second.on_remove = lambda name, size, reason: removed.append((name, reason))
+    second.add_removal_listener(lambda name, size, reason: removed.append((name, reason)))
     for index, name in enumerate(("a/1", "a/2", "a/3")):
         first.put(name, Frame((b"x" * 1000,)))
         os.utime(tmp_path / "node" / name, ns=(index * 10**9, index * 10**9))

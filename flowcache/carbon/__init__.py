@@ -18,7 +18,15 @@ from flowcache.carbon.cache import (
 from flowcache.carbon.constraints import Constraint, Ranking
 from flowcache.carbon.decision import Decision, Job
 from flowcache.carbon.emissions import PowerModel, emissions_g, energy_kwh, savings, sci
-from flowcache.carbon.errors import (
+from flowcache.carbon.fallback import FallbackProvider, StaticProfile
+from flowcache.carbon.forecast import forecast_for, forecast_from_history
+from flowcache.carbon.planner import Planner, RegionPrice, plan_with_provider, run_now_at_home
+from flowcache.carbon.providers import IntensityProvider, get_provider, register_provider
+from flowcache.carbon.records import DecisionRecord, record_outcome, uptake
+from flowcache.carbon.regions import Region, RegionMap
+from flowcache.carbon.replan import ReplanStep, replan_step, replan_with_provider
+from flowcache.carbon.series import IntensitySeries
+from flowcache.errors import (
     CarbonError,
     ForecastNotSupported,
     MalformedResponse,
@@ -28,14 +36,6 @@ from flowcache.carbon.errors import (
     ProviderUnavailable,
     RegionNotFound,
 )
-from flowcache.carbon.fallback import FallbackProvider, StaticProfile
-from flowcache.carbon.forecast import forecast_for, forecast_from_history
-from flowcache.carbon.planner import Planner, RegionPrice, plan_with_provider, run_now_at_home
-from flowcache.carbon.providers import IntensityProvider, get_provider, register_provider
-from flowcache.carbon.records import DecisionRecord, record_outcome, uptake
-from flowcache.carbon.regions import Region, RegionMap
-from flowcache.carbon.replan import ReplanStep, replan_step, replan_with_provider
-from flowcache.carbon.series import IntensitySeries
 
 __all__ = [
     "CachedProvider", "CapacityLedger", "CarbonError", "Constraint", "Decision",

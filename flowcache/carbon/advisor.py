@@ -18,9 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from flowcache.carbon.batch import CapacityLedger
+from flowcache.carbon.clocks import Clock, WallClock
 from flowcache.carbon.decision import Decision, Job
 from flowcache.carbon.emissions import PowerModel
-from flowcache.carbon.errors import CarbonError, ProviderError
 from flowcache.carbon.forecast import forecast_for
 from flowcache.carbon.options import CarbonOptions
 from flowcache.carbon.planner import Planner, run_now_at_home
@@ -28,7 +28,7 @@ from flowcache.carbon.providers import IntensityProvider
 from flowcache.carbon.records import DecisionRecord, record_outcome
 from flowcache.carbon.series import IntensitySeries
 from flowcache.carbon.timestamps import iso
-from flowcache.clocks import Clock, WallClock
+from flowcache.errors import CarbonError, ProviderError
 
 log = logging.getLogger("flowcache.carbon.advisor")
 HOUR = 3600.0

@@ -21,10 +21,10 @@ from typing import Any, Protocol, runtime_checkable
 import blake3
 import numpy as np
 
-from flowcache.carbon.errors import MalformedResponse
 from flowcache.carbon.providers.base import IntensityProvider
 from flowcache.carbon.series import IntensitySeries, Signal
 from flowcache.carbon.timestamps import TimeLike, to_epoch
+from flowcache.errors import MalformedResponse
 from flowcache.lifetimes import TTL
 
 log = logging.getLogger("flowcache.carbon.cache")

@@ -19,12 +19,11 @@ from rich.console import Console
 from rich.table import Table
 
 from flowcache.carbon.decision import Job
-from flowcache.carbon.errors import CarbonError
 from flowcache.carbon.forecast import forecast_for
 from flowcache.carbon.planner import Planner, run_now_at_home
 from flowcache.carbon.providers import get_provider
 from flowcache.carbon.timestamps import duration_seconds, iso, to_epoch
-from flowcache.errors import FlowcacheError
+from flowcache.errors import CarbonError, FlowcacheError
 
 carbon_app = typer.Typer(help="Grid carbon intensity: forecasts and carbon-aware plans.",
                          no_args_is_help=True)

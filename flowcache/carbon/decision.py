@@ -12,9 +12,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-from flowcache.carbon.errors import InvalidJob
 from flowcache.carbon.timestamps import TimeLike, duration_seconds, iso, to_epoch
-from flowcache.errors import ConfigError
+from flowcache.errors import ConfigError, InvalidJob
 
 
 @dataclass(frozen=True)

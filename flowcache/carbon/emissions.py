@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flowcache.carbon.errors import NoIntensityData
 from flowcache.carbon.series import IntensitySeries
 from flowcache.carbon.timestamps import TimeLike, iso, to_epoch
+from flowcache.errors import NoIntensityData
 
 CLOUD_COEFFICIENTS = {
     # cloud: (min W/vCPU, max W/vCPU, PUE)  -- Cloud Carbon Footprint

@@ -26,15 +26,15 @@ from typing import Any
 import numpy as np
 
 from flowcache.carbon.cache import ResponseCache
-from flowcache.carbon.errors import (
+from flowcache.carbon.providers.base import IntensityProvider
+from flowcache.carbon.series import IntensitySeries, Signal
+from flowcache.carbon.timestamps import TimeLike, iso, to_epoch
+from flowcache.errors import (
     MalformedResponse,
     ProviderAuthError,
     ProviderError,
     ProviderUnavailable,
 )
-from flowcache.carbon.providers.base import IntensityProvider
-from flowcache.carbon.series import IntensitySeries, Signal
-from flowcache.carbon.timestamps import TimeLike, iso, to_epoch
 
 log = logging.getLogger("flowcache.carbon.fallback")
 HOUR = 3600.0

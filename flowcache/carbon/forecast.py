@@ -31,11 +31,10 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from flowcache.carbon.errors import ForecastNotSupported, NoIntensityData
 from flowcache.carbon.providers.base import IntensityProvider
 from flowcache.carbon.series import IntensitySeries
 from flowcache.carbon.timestamps import TimeLike, iso, to_epoch
-from flowcache.errors import ConfigError
+from flowcache.errors import ConfigError, ForecastNotSupported, NoIntensityData
 
 HOUR = 3600.0
 DAY = 86400.0

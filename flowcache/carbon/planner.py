@@ -25,10 +25,10 @@ import numpy as np
 
 from flowcache.carbon.constraints import Ranking
 from flowcache.carbon.decision import Decision, Job
-from flowcache.carbon.errors import CarbonError, ProviderError
 from flowcache.carbon.series import IntensitySeries
 from flowcache.carbon.timestamps import TimeLike, to_epoch
 from flowcache.carbon.windows import EPS, candidate_starts, cheapest_slots
+from flowcache.errors import CarbonError, ProviderError
 
 if TYPE_CHECKING:
     from flowcache.carbon.batch import CapacityLedger

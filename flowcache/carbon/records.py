@@ -19,9 +19,9 @@ from typing import Any
 
 from flowcache.carbon.decision import Decision
 from flowcache.carbon.emissions import emissions_g
-from flowcache.carbon.errors import CarbonError
 from flowcache.carbon.series import IntensitySeries
 from flowcache.carbon.timestamps import TimeLike, to_epoch
+from flowcache.errors import CarbonError
 
 
 @dataclass(frozen=True)

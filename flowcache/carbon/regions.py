@@ -18,8 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from flowcache.carbon.errors import UnknownRegion
-from flowcache.errors import ConfigError
+from flowcache.errors import ConfigError, UnknownRegion
 
 CLOUDS = ("aws", "gcp", "azure")
 

@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from flowcache.carbon.errors import MalformedResponse, NoIntensityData
 from flowcache.carbon.timestamps import iso
+from flowcache.errors import MalformedResponse, NoIntensityData
 
 Signal = Literal["average", "marginal"]
 Kind = Literal["history", "forecast"]

@@ -12,13 +12,13 @@ Importing this package registers the ``flowcache`` protocol with fsspec (the dis
 
 import fsspec
 
+from flowcache.errors import RemoteChanged, WeakVersion
 from flowcache.files.blocks import DEFAULT_BLOCK_SIZE, BlockPolicy, BlockReader
 from flowcache.files.consistency import ALWAYS, NEVER, Consistency, Every, parse_consistency
 from flowcache.files.localize import localize
 from flowcache.files.protocol import FlowcacheFileSystem, current_run_id, run_scope
-from flowcache.files.remote import RemoteChanged
 from flowcache.files.sweep import FileSweepReport, sweep_files
-from flowcache.files.versions import Version, WeakVersion
+from flowcache.files.versions import Version
 
 fsspec.register_implementation("flowcache", "flowcache.files.protocol.FlowcacheFileSystem",
                                clobber=True)

@@ -36,6 +36,7 @@ import fsspec
 from fsspec.implementations.chained import ChainedFileSystem
 from fsspec.spec import AbstractBufferedFile
 
+from flowcache.errors import RemoteChanged
 from flowcache.files.blocks import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_FETCH_BYTES,
@@ -45,7 +46,7 @@ from flowcache.files.blocks import (
 )
 from flowcache.files.consistency import Consistency, book_for, parse_consistency
 from flowcache.files.records import drop_stale, read_record, write_record
-from flowcache.files.remote import RemoteChanged, fetch_range
+from flowcache.files.remote import fetch_range
 from flowcache.files.versions import Version, canonical_url, protocol_of, version_of
 from flowcache.lifetimes import FlowScoped, Lifetime, parse_lifetime
 from flowcache.store import TieredStore

@@ -28,6 +28,7 @@ from flowcache.files.versions import (
     version_prefix,
 )
 from flowcache.lifetimes import KEEP, FlowScoped, Lifetime
+from flowcache.purge import tracker_for
 from flowcache.store import TieredStore
 
 log = logging.getLogger("flowcache.files")
@@ -78,7 +79,6 @@ def write_record(store: TieredStore, version: Version, *, lifetime: Lifetime = K
 def track(store: TieredStore, run_id: str, key: str) -> None:
     """Mark ``key`` as an intermediate of flow run ``run_id`` (before it is written), so
     ``purge_intermediates`` removes it with the run's task outputs."""
-    from flowcache.memoize import tracker_for
 
     tracker_for(store).record(run_id, key)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import fsspec
 
-from flowcache.errors import FlowcacheError
+from flowcache.errors import RemoteChanged
 from flowcache.files.versions import (
     Version,
     is_local,
@@ -29,15 +29,6 @@ from flowcache.files.versions import (
     protocol_of,
     version_of,
 )
-
-
-class RemoteChanged(FlowcacheError, OSError):
-    """The remote file changed (or vanished) while it was read; reopen it to read the new one."""
-
-    def __init__(self, url: str, detail: str = "") -> None:
-        self.url = url
-        super().__init__(f"{url} changed while it was being read{f' ({detail})' if detail else ''}"
-                         "; open it again to read its current version")
 
 
 def fetch_range(fs: fsspec.AbstractFileSystem, path: str, version: Version, start: int,

@@ -24,6 +24,7 @@ from typing import Any
 
 import fsspec
 
+from flowcache.errors import OtherHostFile
 from flowcache.files.localize import local_root, read_source, remove_other_versions
 from flowcache.files.records import BLOCK_KIND, RECORD_KIND
 from flowcache.files.versions import Version, local_path, url_host, version_of
@@ -49,10 +50,6 @@ class FileSweepReport:
 
 
 Resolver = Callable[[str], Version]
-
-
-class OtherHost(LookupError):
-    """A local file of another host: only a sweep on that host can check it."""
 
 
 def sweep_files(store: TieredStore, *, storage_options: Mapping[str, Mapping[str, Any]]
@@ -134,7 +131,7 @@ def _resolver(options: Mapping[str, Mapping[str, Any]]) -> Resolver:
         host = url_host(url)
         if host is not None:
             if host != socket.gethostname():
-                raise OtherHost(f"a file of host {host}: sweep on that host")
+                raise OtherHostFile(f"a file of host {host}: sweep on that host")
             return version_of(fsspec.filesystem("file"), local_path(url))
         protocol, _, path = url.partition("://")
         fs = filesystems.get(protocol)

@@ -34,17 +34,14 @@ from typing import Any
 import blake3
 import fsspec
 
-from flowcache.fingerprints import VERSION_FIELDS
+from flowcache.errors import WeakVersion
+from flowcache.keys.fingerprints import VERSION_FIELDS
 
 URL_HEX = 24
 VERSION_HEX = 16
 RECORD_SUFFIX = "0" * (64 - URL_HEX)  # the per-URL record: see flowcache.files.records
 _PROTOCOL_ALIASES = {"s3a": "s3", "gcs": "gs", "local": "file"}
 _SKIPPED_FIELDS = frozenset({"size", "type"})
-
-
-class WeakVersion(ValueError):
-    """A backend reports nothing that identifies a version of the file (no ETag, no mtime)."""
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ Frames are kept as the parts they were made of, so a hit on a ``raw`` payload re
 ``bytes`` object that was stored (no copy, no MAC re-check: nothing outside this process can
 have touched it). As in cachetools, the container is an LRU over a size budget with a size
 function (here the frame's byte count); eviction is the one policy, so there are no flags.
+Evictions and expiries are reported to the tier's removal listeners (the ledger).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from typing import ClassVar
 
-from flowcache.entry import Frame
+from flowcache.frames import Frame
 from flowcache.tiers.base import BaseTier
 
 
@@ -21,6 +23,8 @@ class MemoryTier(BaseTier):
     name = "memory"
     durable = False
     trusted = True
+    process_local = True
+    url_options: ClassVar = {"max_bytes": "size", "max_item_bytes": "size"}
 
     def __init__(self, max_bytes: int = 512 << 20, *, max_item_bytes: int | None = None,
                  clock: Callable[[], float] = time.time) -> None:
@@ -31,8 +35,6 @@ class MemoryTier(BaseTier):
         self._bytes = 0
         self._lock = threading.Lock()
         self.evictions = 0
-        #: called with (name, nbytes, reason) when a frame leaves (for the ledger)
-        self.on_remove: Callable[[str, int, str], None] | None = None
 
     @property
     def current_bytes(self) -> int:
@@ -48,7 +50,7 @@ class MemoryTier(BaseTier):
                 return None
             frame, expires = item
             if expires is not None and self._clock() >= expires:
-                self._remove(name, "expired")
+                self._remove(name, "expired", notify=True)
                 return None
             self._items.move_to_end(name)
             return frame
@@ -62,12 +64,12 @@ class MemoryTier(BaseTier):
             if name in self._items:
                 if exclusive:
                     raise FileExistsError(name)
-                self._remove(name, "replaced")
+                self._remove(name, "replaced", notify=False)
             self._items[name] = (frame, expires)
             self._bytes += frame.nbytes
             while self._bytes > self.max_bytes and self._items:
                 oldest = next(iter(self._items))
-                self._remove(oldest, "evicted")
+                self._remove(oldest, "evicted", notify=True)
                 self.evictions += 1
 
     def exists(self, name: str) -> bool:
@@ -77,7 +79,7 @@ class MemoryTier(BaseTier):
         with self._lock:
             if name not in self._items:
                 return False
-            self._remove(name, "deleted")
+            self._remove(name, "deleted", notify=False)
             return True
 
     def scan(self, prefix: str = "") -> Iterator[str]:
@@ -86,15 +88,16 @@ class MemoryTier(BaseTier):
         yield from names
 
     def clear(self) -> None:
+        """Drop every frame (reported to the removal listeners: no caller deleted them)."""
         with self._lock:
             for name in list(self._items):
-                self._remove(name, "cleared")
+                self._remove(name, "cleared", notify=True)
 
-    def _remove(self, name: str, reason: str) -> None:
+    def _remove(self, name: str, reason: str, *, notify: bool) -> None:
         frame, _ = self._items.pop(name)
         self._bytes -= frame.nbytes
-        if self.on_remove is not None:
-            self.on_remove(name, frame.nbytes, reason)
+        if notify:
+            self.notify_removed(name, frame.nbytes, reason)
 
     def describe(self) -> str:
         return f"memory {self._bytes}/{self.max_bytes} bytes, {len(self._items)} frames"

@@ -13,11 +13,13 @@ import contextlib
 import fcntl
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
-from flowcache.entry import Frame
-from flowcache.tiers.objects import _TMP_MARK, ObjectTier
+from flowcache.frames import Frame
+from flowcache.tiers.objects import TMP_MARK, ObjectTier
 
 _USAGE = ".usage"
 _LOCK = ".lock"
@@ -34,6 +36,8 @@ class NodeTier(ObjectTier):
     name = "node"
     durable = False
     trusted = False
+    process_local = False
+    url_options: ClassVar = {"max_bytes": "size", "max_item_bytes": "size"}
 
     def __init__(self, directory: str | os.PathLike[str] | None = None, *,
                  max_bytes: int = 2 << 30, max_item_bytes: int | None = None) -> None:
@@ -42,8 +46,13 @@ class NodeTier(ObjectTier):
         self.max_bytes = max_bytes
         self.max_item_bytes = max_item_bytes if max_item_bytes is not None else max_bytes
         self.evictions = 0
-        #: called with (name, nbytes, reason) when a frame is evicted (for the ledger)
-        self.on_remove: Callable[[str, int, str], None] | None = None
+
+    @classmethod
+    def from_url(cls, url: str, *, storage_options: Mapping[str, Mapping[str, Any]]
+                 | None = None, **options: Any) -> NodeTier:
+        """``node`` (the default directory) or ``node:///path/to/dir``."""
+        directory = urlsplit(url).path if url.startswith("node:") else ""
+        return cls(directory or None, **options)
 
     def get_into(self, name: str, into: memoryview | None) -> Frame | None:
         frame = super().get_into(name, into)  # get() comes here too
@@ -95,7 +104,7 @@ class NodeTier(ObjectTier):
         entries = []
         for directory, _, files in os.walk(self.root):
             for file in files:
-                if file.startswith(".") or _TMP_MARK in file:
+                if file.startswith(".") or TMP_MARK in file:
                     continue
                 full = os.path.join(directory, file)
                 try:
@@ -114,8 +123,7 @@ class NodeTier(ObjectTier):
                 continue
             usage -= size
             self.evictions += 1
-            if self.on_remove is not None:
-                self.on_remove(os.path.relpath(full, self.root), size, "evicted")
+            self.notify_removed(os.path.relpath(full, self.root), size, "evicted")
         return usage
 
     def _locked(self) -> _FileLock:
@@ -129,7 +137,7 @@ class NodeTier(ObjectTier):
             return 0
 
     def _write_usage(self, usage: int) -> None:
-        tmp = os.path.join(self.root, f"{_USAGE}{_TMP_MARK}{os.getpid()}")
+        tmp = os.path.join(self.root, f"{_USAGE}{TMP_MARK}{os.getpid()}")
         with open(tmp, "w") as handle:
             handle.write(str(usage))
         os.replace(tmp, os.path.join(self.root, _USAGE))

@@ -17,17 +17,17 @@ import os
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from flowcache.checksums import checksum_claim, compute_checksum
-from flowcache.entry import Frame, read_frame
 from flowcache.errors import DurableWriteError
+from flowcache.frames import Frame, read_frame
 from flowcache.tiers.base import BaseTier
 
-_TMP_MARK = ".tmp-"
+TMP_MARK = ".tmp-"
 _VERIFY_HEAD_BYTES = 4096
 
 
@@ -35,7 +35,9 @@ class ObjectTier(BaseTier):
     name = "object"
     durable = True
     trusted = False
+    process_local = False
     max_item_bytes = None
+    url_options: ClassVar = {"fsync": "bool"}
 
     def __init__(self, url: str, *, storage_options: Mapping[str, Any] | None = None,
                  fs: fsspec.AbstractFileSystem | None = None, fsync: bool = True) -> None:
@@ -50,6 +52,19 @@ class ObjectTier(BaseTier):
         self.local = isinstance(fs, LocalFileSystem)
         if self.local:
             Path(self.root).mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def from_url(cls, url: str, *, storage_options: Mapping[str, Mapping[str, Any]]
+                 | None = None, **options: Any) -> ObjectTier:
+        """A path or fsspec URL; ``storage_options`` maps a protocol to its fsspec options
+        (``{"s3": {"endpoint_url": ...}}``) and this URL's protocol takes its own."""
+        protocol = url.split("://", 1)[0].lower() if "://" in url else "file"
+        if "://" not in url:
+            url = str(Path(url).expanduser().absolute())
+        by_protocol = storage_options or {}
+        own = by_protocol.get({"gcs": "gs", "s3a": "s3"}.get(protocol, protocol)) \
+            or by_protocol.get(protocol) or {}
+        return cls(url, storage_options=own, **options)
 
     # -- primitives ---------------------------------------------------------------------------
     def get(self, name: str) -> Frame | None:
@@ -112,7 +127,7 @@ class ObjectTier(BaseTier):
         for path in sorted(found):
             path = self.fs._strip_protocol(path)
             name = path[start:]
-            if _TMP_MARK in name.rpartition("/")[2] or not name.startswith(prefix):
+            if TMP_MARK in name.rpartition("/")[2] or not name.startswith(prefix):
                 continue
             yield name
 
@@ -126,12 +141,15 @@ class ObjectTier(BaseTier):
         except FileNotFoundError:
             return None
 
-    def info(self, name: str) -> dict[str, Any] | None:
-        """Backend metadata (size, mtime/LastModified...) of a stored frame, or None."""
+    def size(self, name: str) -> int | None:
+        """The stored frame's size from the backend's metadata (no read)."""
         try:
-            return self.fs.info(self._path(name), refresh=True)
+            if self.local:
+                return os.stat(self._path(name)).st_size
+            info = self.fs.info(self._path(name), refresh=True)
         except FileNotFoundError:
             return None
+        return int(info["size"]) if info.get("size") is not None else None
 
     def describe(self) -> str:
         return f"object {self.url}"
@@ -143,7 +161,7 @@ class ObjectTier(BaseTier):
     def _put_local(self, path: str, frame: Frame, exclusive: bool) -> None:
         directory = os.path.dirname(path)
         os.makedirs(directory, exist_ok=True)
-        tmp = f"{path}{_TMP_MARK}{uuid.uuid4().hex}"
+        tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex}"
         try:
             with open(tmp, "wb") as handle:
                 for part in frame.parts:

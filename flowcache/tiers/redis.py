@@ -24,11 +24,11 @@ import secrets
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ClassVar
 
-from flowcache.entry import MAGIC, Frame
 from flowcache.errors import TierUnavailable
+from flowcache.frames import MAGIC, Frame
 from flowcache.tiers.base import BaseTier
 
 _MANIFEST = b"FCRP"
@@ -47,6 +47,9 @@ class RedisTier(BaseTier):
     name = "redis"
     durable = False
     trusted = False
+    process_local = False
+    url_options: ClassVar = {"max_item_bytes": "size", "inline_bytes": "size",
+                             "part_bytes": "size", "prefix": "str", "index": "bool"}
 
     def __init__(self, client: Any, *, prefix: str = "flowcache:",
                  max_item_bytes: int | None = 64 << 20, inline_bytes: int = 1 << 20,
@@ -61,7 +64,8 @@ class RedisTier(BaseTier):
         self._unavailable = _redis_errors()
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> RedisTier:
+    def from_url(cls, url: str, *, storage_options: Mapping[str, Mapping[str, Any]]
+                 | None = None, **options: Any) -> RedisTier:
         """``redis://[user:pass@]host:port/db`` or ``redis+cluster://host:port``."""
         import redis
         from redis.backoff import ExponentialBackoff

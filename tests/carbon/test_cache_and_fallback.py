@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from flowcache.carbon.cache import CachedProvider, MemoryResponseCache, StoreResponseCache
-from flowcache.carbon.errors import ProviderUnavailable, RegionNotFound
 from flowcache.carbon.fallback import FallbackProvider, StaticProfile
 from flowcache.carbon.providers.electricitymaps import ElectricityMaps
 from flowcache.carbon.timestamps import to_epoch
+from flowcache.errors import ProviderUnavailable, RegionNotFound
 from tests.carbon.fakes import hourly
 
 NOW = to_epoch("2022-06-01T12:00Z")
@@ -67,7 +67,7 @@ def test_entries_expire_after_their_ttl():
 
 
 def test_the_flowcache_store_backs_the_cache_across_instances(tmp_path):
-    from flowcache.access import Identity
+    from flowcache.identity import Identity
     from flowcache.store import TieredStore
     from flowcache.tiers.objects import ObjectTier
 

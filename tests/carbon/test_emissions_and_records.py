@@ -12,9 +12,9 @@ from flowcache.carbon.emissions import (
     savings,
     sci,
 )
-from flowcache.carbon.errors import NoIntensityData
 from flowcache.carbon.planner import Planner
 from flowcache.carbon.records import DecisionRecord, record_outcome, uptake
+from flowcache.errors import NoIntensityData
 from tests.carbon.fakes import hourly
 
 T0 = 1_654_041_600.0

@@ -5,7 +5,6 @@ import pytest
 
 from flowcache.carbon.blend import Blend, daytype_profile, weekend
 from flowcache.carbon.ensemble import ALL_MEMBERS, Ensemble, decision_scores
-from flowcache.carbon.errors import ForecastNotSupported, NoIntensityData
 from flowcache.carbon.forecast import (
     HourOfDayMean,
     PerfectForesight,
@@ -18,7 +17,7 @@ from flowcache.carbon.forecast import (
 from flowcache.carbon.holtwinters import HoltWinters
 from flowcache.carbon.providers.emcsv import ElectricityMapsCSV
 from flowcache.carbon.series import IntensitySeries
-from flowcache.errors import ConfigError
+from flowcache.errors import ConfigError, ForecastNotSupported, NoIntensityData
 from tests.carbon.fakes import hourly
 
 T0 = 1_654_041_600.0

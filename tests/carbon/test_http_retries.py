@@ -3,14 +3,14 @@
 import httpx
 import pytest
 
-from flowcache.carbon.errors import (
+from flowcache.carbon.providers.http import JsonClient, RetryPolicy, retry_after_seconds
+from flowcache.errors import (
     MalformedResponse,
     ProviderAuthError,
     ProviderError,
     ProviderUnavailable,
     RegionNotFound,
 )
-from flowcache.carbon.providers.http import JsonClient, RetryPolicy, retry_after_seconds
 from tests.carbon.fakes import FakeAPI, raw, timeout
 
 

@@ -5,9 +5,9 @@ import pytest
 
 from flowcache.carbon.constraints import Constraint, Ranking
 from flowcache.carbon.decision import Decision, Job
-from flowcache.carbon.errors import InvalidJob, ProviderUnavailable
 from flowcache.carbon.planner import Planner, RegionPrice, plan_with_provider
 from flowcache.carbon.windows import candidate_starts, cheapest_slots
+from flowcache.errors import InvalidJob, ProviderUnavailable
 from tests.carbon.fakes import hourly
 
 T0 = 1_654_041_600.0  # 2022-06-01T00:00Z

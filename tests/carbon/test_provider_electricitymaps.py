@@ -10,14 +10,14 @@ import httpx
 import numpy as np
 import pytest
 
-from flowcache.carbon.errors import (
+from flowcache.carbon.providers.electricitymaps import ElectricityMaps
+from flowcache.carbon.timestamps import to_epoch
+from flowcache.errors import (
     MalformedResponse,
     ProviderAuthError,
     ProviderUnavailable,
     RegionNotFound,
 )
-from flowcache.carbon.providers.electricitymaps import ElectricityMaps
-from flowcache.carbon.timestamps import to_epoch
 from tests.carbon.fakes import raw, timeout
 
 NOW = to_epoch("2022-06-01T12:00Z")

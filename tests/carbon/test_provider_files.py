@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from flowcache.carbon.errors import ForecastNotSupported, MalformedResponse, RegionNotFound
 from flowcache.carbon.providers import get_provider
 from flowcache.carbon.providers.emcsv import ElectricityMapsCSV, parse_csv, shipped_dir
 from flowcache.carbon.providers.sdkjson import CarbonAwareJSON, parse_emissions
 from flowcache.carbon.timestamps import to_epoch
+from flowcache.errors import ForecastNotSupported, MalformedResponse, RegionNotFound
 
 HEADER = ("Datetime (UTC),Country,Zone Name,Zone Id,Carbon Intensity gCO₂eq/kWh (direct),"
           "Carbon Intensity gCO₂eq/kWh (LCA),Low Carbon Percentage,Renewable Percentage,"

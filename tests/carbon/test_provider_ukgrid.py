@@ -11,14 +11,14 @@ import httpx
 import numpy as np
 import pytest
 
-from flowcache.carbon.errors import (
+from flowcache.carbon.providers.ukgrid import UKCarbonIntensity
+from flowcache.carbon.timestamps import iso, to_epoch
+from flowcache.errors import (
     MalformedResponse,
     ProviderAuthError,
     ProviderUnavailable,
     RegionNotFound,
 )
-from flowcache.carbon.providers.ukgrid import UKCarbonIntensity
-from flowcache.carbon.timestamps import iso, to_epoch
 from tests.carbon.fakes import raw, timeout
 
 NOW = to_epoch("2022-06-01T12:00Z")

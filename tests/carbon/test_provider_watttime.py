@@ -12,9 +12,9 @@ import httpx
 import numpy as np
 import pytest
 
-from flowcache.carbon.errors import MalformedResponse, ProviderAuthError, ProviderUnavailable
 from flowcache.carbon.providers.watttime import LBS_PER_MWH_TO_G_PER_KWH, WattTime
 from flowcache.carbon.timestamps import to_epoch
+from flowcache.errors import MalformedResponse, ProviderAuthError, ProviderUnavailable
 from tests.carbon.fakes import raw, timeout
 
 NOW = to_epoch("2022-06-01T12:00Z")

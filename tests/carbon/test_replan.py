@@ -6,12 +6,12 @@ import pytest
 
 from flowcache.carbon.decision import Job
 from flowcache.carbon.ensemble import Ensemble
-from flowcache.carbon.errors import ProviderUnavailable
 from flowcache.carbon.forecast import HourOfDayMean, PerfectForesight, predict
 from flowcache.carbon.providers.emcsv import ElectricityMapsCSV
 from flowcache.carbon.replan import remaining, replan_step, replan_with_provider
 from flowcache.carbon.replay import defer_hourly, defer_hourly_replan, replan_starts
 from flowcache.carbon.series import IntensitySeries
+from flowcache.errors import ProviderUnavailable
 
 H = 3600.0
 T0 = 1_654_041_600.0  # 2022-06-01T00:00Z

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from flowcache.carbon.errors import UnknownRegion
 from flowcache.carbon.regions import RegionMap
 from flowcache.carbon.series import IntensitySeries
 from flowcache.carbon.timestamps import iso, to_epoch
+from flowcache.errors import UnknownRegion
 from tests.carbon.fakes import hourly
 
 T0 = 1_654_041_600.0

@@ -11,11 +11,10 @@ import time
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from flowcache.carbon.errors import ForecastNotSupported, RegionNotFound
 from flowcache.carbon.regions import Region, RegionMap
 from flowcache.carbon.series import IntensitySeries, Signal
 from flowcache.carbon.timestamps import TimeLike, iso, to_epoch
-from flowcache.errors import ConfigError
+from flowcache.errors import ConfigError, ForecastNotSupported, RegionNotFound
 
 
 @runtime_checkable

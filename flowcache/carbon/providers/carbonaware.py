@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowcache.carbon.errors import RegionNotFound
 from flowcache.carbon.providers.http import HttpProvider
 from flowcache.carbon.providers.payload import Reader
 from flowcache.carbon.regions import Region
 from flowcache.carbon.series import IntensitySeries, Signal
 from flowcache.carbon.timestamps import iso
+from flowcache.errors import RegionNotFound
 
 
 class CarbonAwareSDK(HttpProvider):

@@ -25,12 +25,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from flowcache.carbon.errors import MalformedResponse, RegionNotFound
 from flowcache.carbon.providers.base import BaseProvider
 from flowcache.carbon.regions import Region
 from flowcache.carbon.series import IntensitySeries
 from flowcache.carbon.timestamps import to_epoch
-from flowcache.errors import ConfigError
+from flowcache.errors import ConfigError, MalformedResponse, RegionNotFound
 
 COLUMNS = {"lca": "(LCA)", "direct": "(direct)"}
 

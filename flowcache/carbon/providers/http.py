@@ -21,15 +21,15 @@ from typing import Any
 
 import httpx
 
-from flowcache.carbon.errors import (
+from flowcache.carbon.providers.base import BaseProvider
+from flowcache.carbon.regions import RegionMap
+from flowcache.errors import (
     MalformedResponse,
     ProviderAuthError,
     ProviderError,
     ProviderUnavailable,
     RegionNotFound,
 )
-from flowcache.carbon.providers.base import BaseProvider
-from flowcache.carbon.regions import RegionMap
 
 log = logging.getLogger("flowcache.carbon.http")
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)

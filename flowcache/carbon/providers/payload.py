@@ -10,9 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from flowcache.carbon.errors import MalformedResponse
 from flowcache.carbon.timestamps import to_epoch
-from flowcache.errors import ConfigError
+from flowcache.errors import ConfigError, MalformedResponse
 
 
 class Reader:

@@ -14,11 +14,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from flowcache.carbon.errors import MalformedResponse, RegionNotFound
 from flowcache.carbon.providers.base import BaseProvider
 from flowcache.carbon.providers.payload import Reader
 from flowcache.carbon.regions import Region
 from flowcache.carbon.series import IntensitySeries, Signal
+from flowcache.errors import MalformedResponse, RegionNotFound
 
 
 def parse_emissions(document: Any, *, name: str = "sdkjson", signal: Signal = "marginal",

@@ -17,12 +17,12 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from flowcache.carbon.errors import MalformedResponse, ProviderAuthError
 from flowcache.carbon.providers.http import HttpProvider
 from flowcache.carbon.providers.payload import Reader
 from flowcache.carbon.regions import Region
 from flowcache.carbon.series import IntensitySeries
 from flowcache.carbon.timestamps import iso
+from flowcache.errors import MalformedResponse, ProviderAuthError
 
 LBS_PER_MWH_TO_G_PER_KWH = 0.45359237
 UNITS = {"lbs_co2_per_mwh": LBS_PER_MWH_TO_G_PER_KWH, "g_co2_per_kwh": 1.0,

@@ -1,22 +1,23 @@
 """What the store reports: per-tier counters, and listener hooks for whoever keeps accounts.
 
-The ledger (billing), the lifecycle registry (flow-scoped intermediates) and engine glue (stats
-artifacts) subscribe to the same few events instead of the store knowing about each of them.
-Like distributed's plugins, :class:`StoreListener` hooks do nothing by default; a listener
-overrides those it needs. A listener that raises is logged and ignored: accounting must never
-fail a task.
+The ledger (billing) subscribes to a few events instead of the store knowing about it, and so
+may anything else that accounts (metrics, engine glue). Like distributed's plugins,
+:class:`StoreListener` hooks do nothing by default; a listener overrides those it needs. A
+listener that raises is logged and ignored: accounting must never fail a task. Removals cover
+both what the store deleted and what a tier dropped by itself (an eviction, an expiry).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from flowcache.entry import Header
+from flowcache.frames import Header
 
-log = logging.getLogger("flowcache.events")
+log = logging.getLogger("flowcache.listeners")
 
 
 class StoreListener:
@@ -95,6 +96,9 @@ class Listeners:
 
     def __bool__(self) -> bool:
         return bool(self._listeners)
+
+    def __iter__(self) -> Iterator[StoreListener]:
+        return iter(list(self._listeners))
 
     def emit(self, event: str, *args: Any) -> None:
         for listener in self._listeners:

@@ -6,9 +6,9 @@ any process and under any ``PYTHONHASHSEED`` (sets and dicts are ordered by thei
 digests, never by Python's ``hash``). Pickles are never used as keys: they are not deterministic.
 
 * buffers (``bytes``, numpy arrays, pandas columns) are hashed in place, without copies;
-* ``pathlib.Path``/``os.PathLike``/:class:`~flowcache.fingerprints.FileRef` inputs are hashed by
-  their file fingerprint, so an edited file is a new key;
-* functions by their :func:`~flowcache.code_identity.function_identity`;
+* ``pathlib.Path``/``os.PathLike``/:class:`~flowcache.keys.fingerprints.FileRef` inputs are
+  hashed by their file fingerprint, so an edited file is a new key;
+* functions by their :func:`~flowcache.keys.code.function_identity`;
 * a large immutable value that an upstream cached task produced is hashed by that task's key
   (chain hashing, see :class:`Provenance`), never re-read;
 * anything else through ``__flowcache_key__``, a registered hasher, dataclass fields, or its
@@ -35,10 +35,10 @@ from typing import Any
 
 import blake3
 
-from flowcache.code_identity import function_identity
 from flowcache.errors import UnhashableInput
-from flowcache.fingerprints import FileRef, Fingerprinter
-from flowcache.provenance import PROVENANCE, Provenance
+from flowcache.keys.code import function_identity
+from flowcache.keys.fingerprints import FileRef, Fingerprinter
+from flowcache.keys.provenance import PROVENANCE, Provenance
 
 KEY_VERSION = b"flowcache-key-v1"
 _LARGE = 1 << 20  # buffers from this size are hashed on all cores

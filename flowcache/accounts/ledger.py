@@ -3,17 +3,17 @@
 Four kinds of event, each stamped by the ledger's clock: ``write`` (a frame entered a tier:
 bytes, owner, flow run, flow, task), ``remove`` (it left: ``deleted``, ``purged``, ``evicted``,
 ``expired``, ``cleared``, ``vanished``...), ``hit`` (with the compute seconds it saved) and
-``miss``. :mod:`flowcache.billing` folds them into residencies and byte-seconds.
+``miss``. :mod:`flowcache.accounts.billing` folds them into residencies and byte-seconds.
 
-Events come from three places, because no single one sees everything:
+Events come from two places, because no single one sees everything:
 
-* the store's listener seam (:class:`LedgerListener`): writes, deletes, purges, hits, misses;
-* hot tiers' ``on_remove`` callbacks: their own evictions (memory, node), which the store
-  never sees;
-* Redis, which evicts and expires silently: :func:`watch_evictions` turns its keyspace
-  notifications (``notify-keyspace-events Exe``, an operator's setting) into removals as they
-  happen, and :meth:`Ledger.reconcile` (run by ``flowcache gc``) ends the residencies whose copy
-  is gone, for whatever the watcher missed.
+* the store's listener seam (:class:`LedgerListener`): writes, deletes, purges, hits, misses,
+  and what a tier drops by itself (memory and node evictions, which tiers report to the store
+  through their removal listeners);
+* Redis, which evicts and expires silently: :func:`flowcache.accounts.evictions.watch_evictions`
+  turns its keyspace notifications (``notify-keyspace-events Exe``, an operator's setting) into
+  removals as they happen, and :meth:`Ledger.reconcile` (run by ``flowcache gc``) ends the
+  residencies whose copy is gone, for whatever the watcher missed.
 
 Backends: SQLite (the embedded default, a file under the user's cache dir, shared by the
 user's processes) or a Redis stream per user (``flowcache:ledger:{alice}``, append-only for the
@@ -26,29 +26,22 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import socket
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any
 
-from flowcache.billing import (
-    Event,
-    Residency,
-    open_residencies,
-)
-from flowcache.entry import Header
-from flowcache.events import StoreListener
-from flowcache.ledger_backends import LedgerBackend, RedisBackend, SQLiteBackend
-from flowcache.lifecycle import _pid_alive
+from flowcache.accounts.backends import LedgerBackend, RedisBackend, SQLiteBackend
+from flowcache.accounts.billing import Event, Residency, open_residencies
+from flowcache.frames import Header
+from flowcache.identity import namespace_of
+from flowcache.listeners import StoreListener
+from flowcache.processes import process_gone, this_process
+from flowcache.store import TieredStore
 
 log = logging.getLogger("flowcache.ledger")
 __all__ = ["Ledger", "LedgerBackend", "LedgerListener", "RedisBackend", "SQLiteBackend",
-           "ledger_of", "this_process", "watch_evictions"]
-
-def this_process() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+           "ledger_of", "this_process"]
 
 
 class Ledger:
@@ -169,14 +162,13 @@ class Ledger:
         return self.backend.users()
 
     # -- wiring -------------------------------------------------------------------------------
-    def attach(self, store: Any) -> LedgerListener:
-        """Record ``store``'s events (and its memory tiers' evictions) in this ledger."""
+    def attach(self, store: TieredStore) -> LedgerListener:
+        """Record ``store``'s events (its tiers' evictions included) in this ledger."""
         listener = LedgerListener(self, store)
         store.add_listener(listener)
-        _LEDGERS[store] = self
         return listener
 
-    def reconcile(self, store: Any) -> list[Residency]:
+    def reconcile(self, store: TieredStore) -> list[Residency]:
         """End the residencies of ``store``'s user whose copy is gone; return them.
 
         Covers what no event reported: Redis evictions and expiries missed by the watcher,
@@ -191,12 +183,10 @@ class Ledger:
         for tier in store.tiers:
             if tier.name != "memory":
                 present[tier.name] = set(tier.scan(f"{store.namespace}/"))
-        host = socket.gethostname()
         ended = []
         for residency in open_now:
             if residency.proc:
-                proc_host, _, pid = residency.proc.rpartition(":")
-                if proc_host != host or _pid_alive(int(pid or 0)):
+                if not process_gone(residency.proc):
                     continue
                 self.removed(user, residency.tier, residency.name, "process-exit",
                              proc=residency.proc, before=checked_at)
@@ -230,72 +220,55 @@ def _if_alive(ref: weakref.ref, method: str) -> None:
         getattr(ledger, method)()
 
 
-_LEDGERS: weakref.WeakKeyDictionary[Any, Ledger] = weakref.WeakKeyDictionary()
-
-
-def ledger_of(store: Any) -> Ledger | None:
+def ledger_of(store: TieredStore) -> Ledger | None:
     """The ledger ``store`` records into, if one was attached."""
-    return _LEDGERS.get(store)
+    for listener in store.listeners:
+        if isinstance(listener, LedgerListener):
+            return listener.ledger
+    return None
 
 
-def _describe(backend: Any) -> str:
+def _describe(backend: LedgerBackend) -> str:
     describe = getattr(backend, "describe", None)
     return describe() if describe else type(backend).__name__
 
 
 class LedgerListener(StoreListener):
-    """One store's events, as its user's, into a ledger; plus what its tiers drop themselves.
+    """One store's events, as its user's, into a ledger.
 
-    A memory tier reports every removal of its own (LRU evictions included) through
-    ``on_remove``, so the store's removal events for it are skipped here (they would end the
-    same copy twice); its copies belong to this process, and those left end at exit. Other hot
-    tiers with ``on_remove`` (the node tier, shared by a host's processes) report only their
-    evictions that way, named by the entry's owner.
+    Removals are the owner's of the name (a node tier, shared by a host's processes, may evict
+    another user's entry). Copies in a process-local tier (memory) are tagged with this process
+    and end at its exit (or, if it dies, at the next reconciliation on its host).
     """
 
-    def __init__(self, ledger: Ledger, store: Any) -> None:
+    def __init__(self, ledger: Ledger, store: TieredStore) -> None:
         self.ledger = ledger
+        self.store = store
         self.user = store.identity.user
         self.proc = this_process()
-        self._local: set[str] = set()
         self._held: set[tuple[str, str]] = set()
         self._held_lock = threading.Lock()
-        for tier in store.hot:
-            if hasattr(tier, "on_remove"):
-                self._hook(tier, local=tier.name == "memory")
-        if self._local:
-            finalizer = weakref.WeakMethod(self.process_exit)
-            atexit.register(lambda: (finalizer() or (lambda: None))())
+        finalizer = weakref.WeakMethod(self.process_exit)
+        atexit.register(lambda: (finalizer() or (lambda: None))())
 
-    def _hook(self, tier: Any, *, local: bool) -> None:
-        previous = tier.on_remove
-        name = tier.name
-
-        def removed(entry: str, nbytes: int, reason: str) -> None:
-            if previous is not None:
-                previous(entry, nbytes, reason)
-            if not local:
-                self.ledger.removed(entry.partition("/")[0], name, entry, reason)
-                return
-            with self._held_lock:
-                self._held.discard((name, entry))
-            self.ledger.removed(self.user, name, entry, reason, proc=self.proc)
-
-        tier.on_remove = removed
-        if local:
-            self._local.add(name)
+    def _local(self, tier: str) -> bool:
+        return any(t.name == tier and t.process_local for t in self.store.hot)
 
     def on_write(self, name: str, tier: str, header: Header, nbytes: int) -> None:
         proc = ""
-        if tier in self._local:
+        if self._local(tier):
             proc = self.proc
             with self._held_lock:
                 self._held.add((tier, name))
         self.ledger.wrote(self.user, tier, name, nbytes, header, proc=proc)
 
     def on_remove(self, name: str, tier: str, nbytes: int | None, reason: str) -> None:
-        if tier not in self._local:
-            self.ledger.removed(self.user, tier, name, reason)
+        proc = ""
+        if self._local(tier):
+            proc = self.proc
+            with self._held_lock:
+                self._held.discard((tier, name))
+        self.ledger.removed(namespace_of(name), tier, name, reason, proc=proc)
 
     def on_hit(self, key: str, tier: str, header: Header) -> None:
         self.ledger.hit(self.user, tier, key, header)
@@ -309,14 +282,3 @@ class LedgerListener(StoreListener):
             held, self._held = self._held, set()
         for tier, name in sorted(held):
             self.ledger.removed(self.user, tier, name, "process-exit", proc=self.proc)
-
-
-def watch_evictions(client: Any, ledger: Ledger, *, prefix: str = "flowcache:") -> Any:
-    """A :class:`~flowcache.tiers.redis.KeyspaceWatcher` ending Redis residencies in ``ledger``
-    as Redis evicts or expires them (call ``start()`` then ``run()``, or ``run_in_thread()``)."""
-    from flowcache.tiers.redis import KeyspaceWatcher
-
-    def dropped(name: str, reason: str) -> None:
-        ledger.removed(name.partition("/")[0], "redis", name, reason)
-
-    return KeyspaceWatcher(client, dropped, prefix=prefix)

@@ -2,10 +2,10 @@
 
 A carbon-aware runner that defers a task must not park it in a worker thread or process that
 sleeps for hours: the worker would be lost to other work, and a cancelled flow would have to
-interrupt a sleep. Instead a deferred submission is an entry in a heap; one thread waits (on the
-scheduler's :class:`~flowcache.clocks.Clock`) for the earliest entry's time and then calls its
-release function, which submits the real work. Cancelling a pending entry removes it; it never
-ran.
+interrupt a sleep. Instead a deferred submission is an entry in a heap; one thread waits (on
+the scheduler's :class:`~flowcache.carbon.clocks.Clock`) for the earliest entry's time and then
+calls its release function, which submits the real work. Cancelling a pending entry removes it;
+it never ran.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from flowcache.clocks import Clock, WallClock
+from flowcache.carbon.clocks import Clock, WallClock
 
-log = logging.getLogger("flowcache.deferral")
+log = logging.getLogger("flowcache.carbon.deferral")
 
 
 @dataclass(order=True)

@@ -25,9 +25,9 @@ from typing import Any, BinaryIO
 
 import blake3
 
-from flowcache.access import Identity
 from flowcache.buffers import MIN_SIZE, BytesWriter, readinto_fully
 from flowcache.errors import CorruptEntry, ForeignEntry
+from flowcache.identity import Identity
 from flowcache.lifetimes import KEEP, Lifetime
 from flowcache.serializers import choose_serializer, get_serializer
 

@@ -13,7 +13,7 @@ ledger-clock order (ties in arrival order) and follows four rules:
 * a Redis residency never outlives the expiry Redis was given (``expires``): Redis drops the
   key then, whether or not anyone reports it.
 
-This module only computes (and defines the event record); :mod:`flowcache.ledger` records
+This module only computes (and defines the event record); :mod:`flowcache.accounts.ledger` records
 and stores the events.
 """
 

@@ -11,9 +11,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from flowcache.billing import EVENT_FIELDS, Event, event_from_fields
+from flowcache.accounts.billing import EVENT_FIELDS, Event, event_from_fields
 
-log = logging.getLogger("flowcache.ledger")
+log = logging.getLogger("flowcache.accounts.ledger")
 
 
 class LedgerBackend(Protocol):

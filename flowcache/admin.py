@@ -1,12 +1,8 @@
-"""Users: who owns an entry, and what confines each user to their own namespace.
+"""Operators' administration: Redis ACL users, bucket policies, and clearing a user's namespace.
 
-Every frame carries its owner's name and a blake3 MAC keyed with the owner's 32-byte signing key.
-A reader checks the owner and the MAC before anything is unpickled, so bytes planted in a bucket
-by someone without the key are rejected, never executed (DESIGN invariant 4).
-
-The client's check is the second line of defence; the first is the backends, each confining a
-user's credentials to their prefix (a user's namespace is their name, the first segment of every
-entry name):
+The client's owner and MAC checks (:mod:`flowcache.identity`) are the second line of defence;
+the first is the backends, each confining a user's credentials to their prefix (a user's
+namespace is their name, the first segment of every entry name):
 
 * Redis: an ACL user per tenant (:func:`tenant_acl_rules`) whose key patterns cover only their
   entry, part, lock and index keys, with an allowlist of the few commands the tiers use (no
@@ -20,119 +16,17 @@ entry name):
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from flowcache.errors import ConfigError, FlowcacheError
-
-if TYPE_CHECKING:
-    from flowcache.ledger import Ledger
-
-KEY_BYTES = 32
-_USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-@dataclass(frozen=True)
-class Identity:
-    """A user: a name (also their namespace in every tier) and a signing key."""
-
-    user: str
-    key: bytes = field(repr=False)
-
-    def __post_init__(self) -> None:
-        validate_user(self.user)
-        if len(self.key) != KEY_BYTES:
-            raise ConfigError(f"a signing key must be {KEY_BYTES} bytes, got {len(self.key)}")
-
-    @property
-    def namespace(self) -> str:
-        return self.user
-
-
-def validate_user(name: str) -> str:
-    if not _USER_NAME.match(name):
-        raise ConfigError(
-            f"invalid user name {name!r}: use 1-64 letters, digits, '_', '.' or '-', "
-            "starting with a letter or digit"
-        )
-    return name
-
-
-def new_key() -> bytes:
-    return secrets.token_bytes(KEY_BYTES)
-
-
-def key_from_hex(text: str) -> bytes:
-    try:
-        key = bytes.fromhex(text.strip())
-    except ValueError:
-        raise ConfigError("a signing key must be 64 hexadecimal characters") from None
-    if len(key) != KEY_BYTES:
-        raise ConfigError(f"a signing key must be {KEY_BYTES} bytes (64 hex characters)")
-    return key
-
-
-def load_or_create_key(path: Path) -> bytes:
-    """Read a hex key file, creating it (mode 0600) on first use.
-
-    The embedded default keeps one key per user in their config directory, so a single-user
-    setup signs its frames without any set-up; shared stores configure keys explicitly.
-    """
-    try:
-        return key_from_hex(path.read_text())
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = new_key()
-    tmp = path.with_suffix(f".tmp-{secrets.token_hex(8)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key.hex() + "\n")
-    try:
-        os.link(tmp, path)  # another process may have created it meanwhile: theirs wins
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
-    return key_from_hex(path.read_text())
-
-
-def write_key(path: Path, key: bytes, *, replace: bool = False) -> Path:
-    """Write ``key`` as a hex key file (mode 0600); refuse to replace one unless asked."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and not replace:
-        raise FileExistsError(f"{path} already holds a signing key; pass replace=True to rotate "
-                              "it (frames signed with the old key then read as corrupt)")
-    tmp = path.with_suffix(f".tmp-{secrets.token_hex(8)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key.hex() + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-class ForeignNamespace(FlowcacheError, PermissionError):
-    """A name outside the caller's namespace was addressed: another user's entry."""
-
-    def __init__(self, name: str, user: str) -> None:
-        self.name = name
-        self.user = user
-        super().__init__(f"{name!r} is not in {user!r}'s namespace; a user may only read, list "
-                         "and delete their own entries (operators: flowcache clear --user)")
-
-
-def check_namespace(name: str, identity: Identity) -> str:
-    """``name`` if it lies in ``identity``'s namespace, else :class:`ForeignNamespace`."""
-    if not name.startswith(f"{identity.namespace}/"):
-        raise ForeignNamespace(name, identity.user)
-    return name
-
+from flowcache.accounts.ledger import Ledger
+from flowcache.errors import ConfigError
+from flowcache.identity import is_entry_name, validate_user
+from flowcache.tiers.base import Tier
 
 # -- Redis ACLs ----------------------------------------------------------------------------------
 #: what the tiers and locks send: GET/SET/GETRANGE/EXISTS/DEL/PTTL for frames, SADD/SREM/SSCAN
@@ -319,39 +213,28 @@ class NamespaceClearReport:
     records: int = 0  # run markers and heartbeats removed
 
 
-def clear_namespace(tiers: Sequence[Any], user: str, *,
+def clear_namespace(tiers: Sequence[Tier], user: str, *,
                     ledger: Ledger | None = None) -> NamespaceClearReport:
     """Remove every entry of ``user`` from ``tiers`` (durable last), by name only.
 
-    For operators: nothing is read or deserialized, so no signing key is needed, and hot tiers
-    with ``purge_namespace`` (Redis) also lose the user's leases and name index. Each removal
-    ends its residency in ``ledger`` (reason ``cleared``).
+    For operators: nothing is read or deserialized, so no signing key is needed; each tier's
+    ``purge_namespace`` removes what it keeps for the user (Redis: leases and the name index
+    too). Each removal ends its residency in ``ledger`` (reason ``cleared``).
     """
     validate_user(user)
     report = NamespaceClearReport(user)
     durable = tiers[-1]
-    for name in list(durable.scan(f"{user}/")):
-        if durable.delete(name):
-            if _is_entry_name(name):
-                report.entries += 1
-                if ledger is not None:
-                    ledger.removed(user, durable.name, name, "cleared")
-            else:
-                report.records += 1
-    for tier in tiers[:-1]:
-        purge = getattr(tier, "purge_namespace", None)
-        if purge is not None:
-            names = purge(user)
+    for name in durable.purge_namespace(user):
+        if is_entry_name(name):
+            report.entries += 1
+            if ledger is not None:
+                ledger.removed(user, durable.name, name, "cleared")
         else:
-            names = [name for name in list(tier.scan(f"{user}/")) if tier.delete(name)]
-        names = [name for name in names if _is_entry_name(name)]
+            report.records += 1
+    for tier in tiers[:-1]:
+        names = [name for name in tier.purge_namespace(user) if is_entry_name(name)]
         report.hot[tier.name] = report.hot.get(tier.name, 0) + len(names)
         if ledger is not None:
             for name in names:
                 ledger.removed(user, tier.name, name, "cleared")
     return report
-
-
-def _is_entry_name(name: str) -> bool:
-    parts = name.split("/")
-    return len(parts) == 3 and parts[2][:2] == parts[1]

@@ -18,21 +18,29 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import threading
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from flowcache.entry import Frame, Header, peek_header
 from flowcache.errors import CorruptEntry
+from flowcache.frames import HEADER_PROBE_BYTES, Frame, Header, peek_header
+from flowcache.identity import (
+    PROCESS_PREFIX,
+    RUNS,
+    key_of,
+    process_record_name,
+    run_marker_name,
+    run_prefix,
+    runs_prefix,
+)
+from flowcache.processes import hostname, pid_alive
 from flowcache.store import TieredStore
+from flowcache.tiers.base import Tier
 
-log = logging.getLogger("flowcache.lifecycle")
-
-RUNS = "_runs"
-_PROC = "_proc-"
+log = logging.getLogger("flowcache.purge")
 
 
 @dataclass
@@ -59,22 +67,19 @@ class RunTracker:
         self.store = store
         self.heartbeat_every = heartbeat_every
         self.clock = clock
-        self._host = socket.gethostname()
+        self._host = hostname()
         self._active: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
 
-    # -- naming -------------------------------------------------------------------------------
-    def _run_prefix(self, run_id: str) -> str:
-        return f"{self.store.namespace}/{RUNS}/{run_id}/"
-
     def _proc_name(self, run_id: str) -> str:
-        return f"{self._run_prefix(run_id)}{_PROC}{self._host}-{os.getpid()}"
+        return process_record_name(self.store.namespace, run_id, f"{self._host}-{os.getpid()}")
 
     # -- recording ----------------------------------------------------------------------------
     def record(self, run_id: str, key: str) -> None:
         """Mark ``key`` as an intermediate of ``run_id`` (before the entry is written)."""
+        marker = run_marker_name(self.store.namespace, run_id, key)
         self.join(run_id)
-        self.store.durable.put(f"{self._run_prefix(run_id)}{key}", Frame((b"",)))
+        self.store.durable.put(marker, Frame((b"",)))
 
     def join(self, run_id: str) -> None:
         """Register this process in the run (once) and keep its heartbeat fresh."""
@@ -110,10 +115,10 @@ class RunTracker:
         """Delete every entry of ``run_id`` from every tier, then its markers and records."""
         self.leave(run_id)
         report = PurgeReport(runs=1)
-        prefix = self._run_prefix(run_id)
+        prefix = run_prefix(self.store.namespace, run_id)
         for name in list(self.store.durable.scan(prefix)):
             leaf = name[len(prefix):]
-            if not leaf.startswith(_PROC):
+            if not leaf.startswith(PROCESS_PREFIX):
                 size = self._size(leaf)
                 if self.store.delete(leaf, reason=reason):
                     report.entries += 1
@@ -123,7 +128,7 @@ class RunTracker:
         return report
 
     def _size(self, key: str) -> int:
-        head = self.store.durable.head(self.store.name_for(key), 4096)
+        head = self.store.durable.head(self.store.name_for(key), HEADER_PROBE_BYTES)
         if not head:
             return 0
         try:
@@ -133,11 +138,11 @@ class RunTracker:
 
     def runs(self) -> dict[str, list[dict]]:
         """Every run with markers in the durable tier, and its processes' records."""
-        prefix = f"{self.store.namespace}/{RUNS}/"
+        prefix = runs_prefix(self.store.namespace)
         found: dict[str, list[dict]] = defaultdict(list)
         for name in self.store.durable.scan(prefix):
             run_id, _, leaf = name[len(prefix):].partition("/")
-            if leaf.startswith(_PROC):
+            if leaf.startswith(PROCESS_PREFIX):
                 frame = self.store.durable.get(name)
                 try:
                     found[run_id].append(json.loads(frame.join()) if frame else {})
@@ -155,23 +160,30 @@ class RunTracker:
         for record in processes:
             if not record:
                 continue
-            if record.get("host") == self._host and not _pid_alive(int(record.get("pid", 0))):
+            if record.get("host") == self._host and not pid_alive(int(record.get("pid", 0))):
                 continue
             if now - float(record.get("heartbeat", 0)) < stale_after:
                 return False
         return True
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+_TRACKERS: weakref.WeakKeyDictionary[TieredStore, RunTracker] = weakref.WeakKeyDictionary()
+_TRACKERS_LOCK = threading.Lock()
+
+
+def tracker_for(store: TieredStore) -> RunTracker:
+    """The run tracker of ``store`` in this process (one per store, so heartbeats are shared)."""
+    with _TRACKERS_LOCK:
+        tracker = _TRACKERS.get(store)
+        if tracker is None:
+            tracker = _TRACKERS[store] = RunTracker(store)
+        return tracker
+
+
+def stores_with_runs() -> list[TieredStore]:
+    """Stores that recorded flow-scoped entries (or purged runs) in this process."""
+    with _TRACKERS_LOCK:
+        return list(_TRACKERS.keys())
 
 
 def sweep(store: TieredStore, *, stale_after: float = 900.0, now: float | None = None,
@@ -182,7 +194,7 @@ def sweep(store: TieredStore, *, stale_after: float = 900.0, now: float | None =
     * entries past their expiry (TTL, or a flow entry's ``max_age``), and unreadable frames;
     * hot copies whose durable object is gone.
     """
-    tracker = tracker or RunTracker(store)
+    tracker = tracker or tracker_for(store)
     now = time.time() if now is None else now
     report = PurgeReport()
     active_runs = set()
@@ -199,7 +211,7 @@ def sweep(store: TieredStore, *, stale_after: float = 900.0, now: float | None =
             if store.delete_name(name, reason="expired" if header else "unreadable"):
                 report.entries += 1
                 report.bytes += size
-                report.names.append(store.key_of(name))
+                report.names.append(key_of(name))
             continue
         durable_names.add(name)
     for tier in store.hot:
@@ -217,13 +229,13 @@ def _expired_or_unreadable(header: Header | None, now: float) -> bool:
     return header is None or header.expired(now)
 
 
-def _hot_names(store: TieredStore, tier: object) -> Iterator[str]:
+def _hot_names(store: TieredStore, tier: Tier) -> Iterator[str]:
     try:
-        for name in tier.scan(f"{store.namespace}/"):  # type: ignore[attr-defined]
+        for name in tier.scan(f"{store.namespace}/"):
             if f"/{RUNS}/" not in name:
                 yield name
     except Exception as exc:
-        log.warning("cannot list %s: %s", tier.describe(), exc)  # type: ignore[attr-defined]
+        log.warning("cannot list %s: %s", tier.describe(), exc)
 
 
 def clear(store: TieredStore, *, flow: str | None = None, older_than: float | None = None,
@@ -244,9 +256,9 @@ def clear(store: TieredStore, *, flow: str | None = None, older_than: float | No
         if store.delete_name(name, reason="cleared"):
             report.entries += 1
             report.bytes += header.size if header else 0
-            report.names.append(store.key_of(name))
+            report.names.append(key_of(name))
     if everything:
-        for name in list(store.durable.scan(f"{store.namespace}/{RUNS}/")):
+        for name in list(store.durable.scan(runs_prefix(store.namespace))):
             store.durable.delete(name)
         for tier in store.hot:
             for name in _hot_names(store, tier):
