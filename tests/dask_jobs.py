@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import time
 from pathlib import Path
 
@@ -45,6 +46,11 @@ def blob(n: int) -> bytes:
 @cache(keep=True)
 def cached_square(x: int) -> dict:
     return {"x": x, "pid": os.getpid(), "square": x * x}
+
+
+@cache(keep=True)
+def cached_blob(n: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(n)
 
 
 @carbon(duration="1h", power=200, regions=["north"], mode="relocate")

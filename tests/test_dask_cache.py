@@ -182,6 +182,46 @@ def test_residency_billing_matches_nbytes_times_time(client, config):
     assert ledgered() == pytest.approx(expected, rel=0.05)
 
 
+def test_what_workers_write_hit_and_evict_is_billed(redis_server, tmp_path):
+    """The worker plugin adds its node tier to the worker's store in place, so the store's
+    ledger sees what the worker does (a rebuilt store would lose it: nothing billed)."""
+    import json
+
+    from distributed import Client, LocalCluster
+    from typer.testing import CliRunner
+
+    from flowcache.cli import app
+
+    env = {"FLOWCACHE_STORE": f"memory+{tmp_path}/durable", "FLOWCACHE_USER": "wendy",
+           "FLOWCACHE_SIGNING_KEY": new_key().hex(), "FLOWCACHE_LOCK_DIR": str(tmp_path / "l"),
+           "FLOWCACHE_LEDGER": str(tmp_path / "ledger.sqlite3")}
+    config = StoreConfig.from_env(env)
+    started = time.time()
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        client.register_plugin(dask_cache.CacheWorkerPlugin(
+            config, node_dir=str(tmp_path / "node"), node_bytes=3000))
+        first = client.submit(jobs.cached_blob, 2000, 1, pure=False).result()  # written
+        assert client.submit(jobs.cached_blob, 2000, 1, pure=False).result() == first  # a hit
+        client.submit(jobs.cached_blob, 2000, 2, pure=False).result()  # evicts the first
+
+    def billed():
+        result = CliRunner().invoke(app, ["billing", "--since", "1h", "--json"], env=env)
+        assert result.exit_code == 0, result.output
+        rows = {row["tier"]: row for row in json.loads(result.output)["rows"]}
+        if {"object", "node", "memory"} <= rows.keys() and rows["memory"]["hits"] >= 1:
+            return rows
+        return None
+
+    rows = eventually(billed, 60)
+    assert rows, "the worker's writes and hit never reached the ledger"
+    assert rows["object"]["entries"] == rows["node"]["entries"] == 2
+    ledger = config.build_ledger()
+    evicted = [e for e in ledger.events("wendy", started - 60)
+               if e.kind == "remove" and e.tier == "node"]
+    assert [e.reason for e in evicted] == ["evicted"]
+
+
 def test_a_sessions_intermediates_are_purged_when_its_client_leaves(cluster, store):
     from distributed import Client
 

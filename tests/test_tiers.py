@@ -1,14 +1,18 @@
-"""Every tier implements the same five primitives, against its real backend."""
+"""Every tier implements the one tier contract, against its real backend; a tier registered
+from outside (defined here) works end to end."""
 
 from __future__ import annotations
 
 import os
 import uuid
+from typing import ClassVar
+from urllib.parse import urlsplit
 
 import pytest
 
 from flowcache.frames import Frame
-from flowcache.tiers import Tier
+from flowcache.identity import new_key
+from flowcache.tiers import BaseTier, Tier, register_tier
 from flowcache.tiers.memory import MemoryTier
 from flowcache.tiers.node import NodeTier
 from flowcache.tiers.objects import ObjectTier
@@ -60,6 +64,17 @@ def test_put_get_exists_delete(tier):
     assert tier.delete(name) is True
     assert tier.get(name) is None
     assert tier.delete(name) is False
+
+
+def test_size_and_purging_a_namespace(tier):
+    data = b"FLWC" + os.urandom(3000)
+    for name in ("alice/aa/1", "alice/ab/2", "bob/aa/3"):
+        tier.put(name, frame_of(data))
+    assert tier.size("alice/aa/1") == len(data)
+    assert tier.size("alice/aa/missing") is None
+    assert sorted(tier.purge_namespace("alice")) == ["alice/aa/1", "alice/ab/2"]
+    assert sorted(tier.scan("")) == ["bob/aa/3"]
+    assert tier.get("bob/aa/3").join() == data
 
 
 def test_large_frames_round_trip(tier):
@@ -193,3 +208,77 @@ def test_node_tier_evicts_least_recently_read_frames_across_processes(tmp_path):
     assert first.current_bytes == 3000
     first.delete("a/4")
     assert second.current_bytes == 2000
+
+
+# -- a tier of a third party, registered by scheme -------------------------------------------------
+class ShelfTier(BaseTier):
+    """A hot tier kept in a class-level dict per shelf: the smallest tier a user could write."""
+
+    name = "shelf"
+    url_options: ClassVar = {"max_item_bytes": "size", "label": "str"}
+    shelves: ClassVar[dict[str, dict[str, bytes]]] = {}
+
+    def __init__(self, shelf: str, *, max_item_bytes: int | None = None,
+                 label: str = "") -> None:
+        self.items = self.shelves.setdefault(shelf, {})
+        self.max_item_bytes = max_item_bytes
+        self.label = label
+
+    @classmethod
+    def from_url(cls, url, *, storage_options=None, **options):
+        return cls(urlsplit(url).netloc, **options)
+
+    def get(self, name):
+        data = self.items.get(name)
+        return None if data is None else Frame((data,))
+
+    def put(self, name, frame, *, ttl=None, exclusive=False):
+        if exclusive and name in self.items:
+            raise FileExistsError(name)
+        self.items[name] = frame.join()
+
+    def exists(self, name):
+        return name in self.items
+
+    def delete(self, name):
+        return self.items.pop(name, None) is not None
+
+    def scan(self, prefix=""):
+        return iter(sorted(n for n in self.items if n.startswith(prefix)))
+
+
+@pytest.fixture
+def shelf_scheme():
+    from flowcache.tiers import TIER_REGISTRY
+
+    register_tier("shelf", ShelfTier)
+    yield "shelf"
+    TIER_REGISTRY.pop("shelf")
+    ShelfTier.shelves.clear()
+
+
+def test_a_registered_tier_works_end_to_end(shelf_scheme, tmp_path):
+    from typer.testing import CliRunner
+
+    from flowcache.cli import app
+    from flowcache.config import StoreConfig
+
+    env = {"FLOWCACHE_STORE": f"memory+shelf://team?max_item_bytes=1MiB&label=t1+{tmp_path}/d",
+           "FLOWCACHE_USER": "alice", "FLOWCACHE_SIGNING_KEY": new_key().hex(),
+           "FLOWCACHE_LOCK_DIR": str(tmp_path / "locks"), "FLOWCACHE_LEDGER": "off"}
+    store = StoreConfig.from_env(env).build()
+    shelf = store.tiers[1]
+    assert isinstance(shelf, ShelfTier)
+    assert (shelf.max_item_bytes, shelf.label) == (1 << 20, "t1")
+    key = "5e" * 32
+    store.put(key, {"answer": 42})
+    assert store.name_for(key) in ShelfTier.shelves["team"]  # the store wrote through it
+    store.tiers[0].clear()  # the memory copy goes: the next read comes from the shelf
+    outcome = store.get_or_compute(key, lambda: pytest.fail("the shelf holds it"))
+    assert (outcome.value, outcome.tier) == ({"answer": 42}, "shelf")
+    assert not shelf.accepts(2 << 20)  # its declared option is enforced by the contract
+    store.delete(key)
+    assert ShelfTier.shelves["team"] == {}
+    result = CliRunner().invoke(app, ["info"], env=env)  # and the command shows it
+    assert result.exit_code == 0, result.output
+    assert "shelf" in result.output
