@@ -1,9 +1,16 @@
 """Graph-level caching: chain-hashed keys for every task of a Dask graph, and the rewrite.
 
 Every task's content key is a hash of its function (code, including project helpers), its
-literal arguments (file paths by their version) and its dependencies' content keys: graphchain's
-idea, on flowcache keys. A key is therefore known before anything runs, and never needs the
-dependencies' *values*: large intermediates are not re-hashed.
+literal arguments (file paths and URLs by their version) and its dependencies' content keys:
+graphchain's idea, on flowcache keys. A key is therefore known before anything runs, and never
+needs the dependencies' *values*: large intermediates are not re-hashed.
+
+A task that calls a plain Python function is keyed by flowcache's one key recipe
+(:class:`~flowcache.keys.recipe.KeyRecipe`), its arguments bound to the function's parameters
+and each dependency standing in as its key: the same call has the same key here as through
+``cache()`` or the ``CONTENT`` policy. Strings that are URLs or existing files are keyed by
+version (the ``files`` setting), with the store's storage options. Other nodes (Dask's own
+array and dataframe functions, fused subgraphs) are keyed by their structure.
 
 The rewrite walks the graph from the requested outputs down: a task whose key is stored
 becomes a load and its subtree is not visited, so upstream work that nothing else needs is
@@ -14,33 +21,43 @@ computing it took longer than loading it would (the requested results are always
 from __future__ import annotations
 
 import functools
-import os
-import re
+import inspect
 import time
+import types
 from collections import ChainMap
-from collections.abc import Hashable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import blake3
 from dask._task_spec import (
     Alias,
     DataNode,
+    Dict,
     GraphNode,
+    List,
     NestedContainer,
+    Set,
     Task,
     TaskRef,
+    Tuple,
     _execute_subgraph,
 )
 
 from dask_cache.settings import DaskCacheSettings
 from dask_cache.tasks import ALWAYS, LoadPolicy, compute_and_store, load
 from flowcache.keys.canonical import KeyBuilder, content_key
-from flowcache.keys.fingerprints import FileRef
+from flowcache.keys.fingerprints import Fingerprinter
+from flowcache.keys.provenance import Upstream
+from flowcache.keys.recipe import KeyRecipe, detect_file, signature_of
 from flowcache.lifetimes import KEEP, Lifetime
 from flowcache.store import TieredStore
 
-_URL = re.compile(r"^(s3|s3a|gs|gcs|file)://", re.IGNORECASE)
+#: what an unhashable argument's error advises on this path (no per-task options here)
+GRAPH_REMEDY = ("give its type a __flowcache_key__ method, pass it through a cached task, or "
+                "compute that part of the graph with dask.compute")
+GRAPH_RECIPE = KeyRecipe(detect_files=True, remedy=GRAPH_REMEDY)
+_CONTAINERS = {List: list, Tuple: tuple, Set: set}
 
 
 @dataclass
@@ -61,17 +78,72 @@ class GraphPlan:
                 f"{len(self.chain)} tasks in {self.keying_seconds * 1000:.1f} ms")
 
 
-def chain_keys(dsk: Mapping[Hashable, GraphNode], *, namespace: str,
-               files: bool = True, builder: KeyBuilder | None = None) -> dict[Hashable, str]:
-    """The content key of every node, dependencies first."""
+def chain_keys(dsk: Mapping[Hashable, GraphNode], *, namespace: str, files: bool = True,
+               fingerprinter: Fingerprinter | None = None) -> dict[Hashable, str]:
+    """The content key of every node, dependencies first.
+
+    ``fingerprinter`` reads the versions of file and URL arguments (the store's, with its
+    storage options); ``files=False`` keys such strings by their text.
+    """
+    recipe = GRAPH_RECIPE if files else replace(GRAPH_RECIPE, detect_files=False)
+    builder = KeyBuilder(fingerprinter=fingerprinter)
     keys: dict[Hashable, str] = {}
     for key in _topological(dsk):
         node = dsk[key]
+        call = _plain_call(node, keys)
+        if call is not None:
+            func, arguments = call
+            keys[key] = recipe.key(func, arguments, namespace=namespace,
+                                   fingerprinter=fingerprinter, task=_label(node))
+            continue
         hasher = blake3.blake3()
-        _feed_node(hasher, node, keys, files, builder or KeyBuilder())
+        _feed_node(hasher, node, keys, files, builder)
         keys[key] = content_key(namespace=namespace, identity=b"dask-task",
                                 inputs_digest=hasher.digest())
     return keys
+
+
+class _NotPlain(Exception):
+    """A node's arguments hold something only the graph can compute (an inline task)."""
+
+
+def _plain_call(node: GraphNode, keys: Mapping[Hashable, str]
+                ) -> tuple[Callable[..., Any], dict[str, Any]] | None:
+    """``(function, bound arguments)`` of a task calling a plain Python function, with each
+    dependency as its :class:`Upstream` key; None for any other node."""
+    if not isinstance(node, Task) or isinstance(node, NestedContainer) \
+            or not isinstance(inspect.unwrap(node.func), types.FunctionType):
+        return None
+    try:
+        args = [_argument(arg, keys) for arg in node.args]
+        kwargs = {name: _argument(arg, keys) for name, arg in node.kwargs.items()}
+        bound = signature_of(node.func).bind(*args, **kwargs)
+    except (_NotPlain, TypeError, ValueError):
+        return None
+    bound.apply_defaults()
+    return node.func, dict(bound.arguments)
+
+
+def _argument(arg: Any, keys: Mapping[Hashable, str]) -> Any:
+    """An argument as the value the call will see, dependencies as their keys."""
+    if isinstance(arg, TaskRef):
+        if arg.key not in keys:
+            raise _NotPlain  # a future already on the cluster: no content key
+        return Upstream(keys[arg.key])
+    if isinstance(arg, DataNode):
+        return _argument(arg.value, keys)
+    if isinstance(arg, Dict):
+        pairs = [_argument(item, keys) for item in arg.args]
+        return dict(zip(pairs[::2], pairs[1::2], strict=True))
+    if type(arg) in _CONTAINERS:
+        return _CONTAINERS[type(arg)](_argument(item, keys) for item in arg.args)
+    if isinstance(arg, (GraphNode, TaskRef)):
+        raise _NotPlain
+    if type(arg) in (list, tuple):
+        return type(arg)(_argument(item, keys) for item in arg)
+    if type(arg) is dict:
+        return {name: _argument(value, keys) for name, value in arg.items()}
+    return arg
 
 
 def plan(dsk: Mapping[Hashable, GraphNode], outputs: Iterable[Hashable], store: TieredStore,
@@ -81,7 +153,8 @@ def plan(dsk: Mapping[Hashable, GraphNode], outputs: Iterable[Hashable], store: 
     settings = settings or DaskCacheSettings.current()
     outputs = list(outputs)
     started = time.perf_counter()
-    chain = chain_keys(dsk, namespace=store.namespace, files=settings.files)
+    chain = chain_keys(dsk, namespace=store.namespace, files=settings.files,
+                       fingerprinter=store.fingerprinter)
     keyed = time.perf_counter() - started
     policy = LoadPolicy(settings.min_compute_seconds, settings.load_bandwidth,
                         settings.load_latency)
@@ -210,9 +283,4 @@ def _feed_arg(hasher: Any, arg: Any, keys: Mapping[Hashable, str], files: bool,
 
 def _literal(value: Any, files: bool) -> Any:
     """A string naming an existing file (or a remote URL) is keyed by the file's version."""
-    if files and isinstance(value, str) and 0 < len(value) < 4096:
-        if _URL.match(value):
-            return FileRef(value)
-        if (os.sep in value or "." in value) and os.path.isfile(value):
-            return FileRef(value)
-    return value
+    return detect_file(value) if files else value

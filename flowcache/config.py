@@ -322,9 +322,8 @@ def default_store() -> TieredStore:
 
 def set_default_store(store: TieredStore | None) -> None:
     """Replace (or with None, forget) the process-wide store."""
-    global _DEFAULT, _FINGERPRINTER
+    global _DEFAULT
     _DEFAULT = store
-    _FINGERPRINTER = None
 
 
 _CURRENT: ContextVar[TieredStore | None] = ContextVar("flowcache_store", default=None)
@@ -368,21 +367,3 @@ def flowcache_user(user: str, *, signing_key: bytes | None = None) -> Iterator[T
     """
     with use_store(store_for_user(user, signing_key=signing_key)) as store:
         yield store
-
-
-_FINGERPRINTER: Fingerprinter | None = None
-
-
-def default_fingerprinter() -> Fingerprinter:
-    """File fingerprints with the storage options of the environment's configuration."""
-    global _FINGERPRINTER
-    if _FINGERPRINTER is None:
-        config = getattr(default_store(), "config", None)
-        if config is not None:
-            _FINGERPRINTER = config.fingerprinter()
-        else:
-            env = os.environ
-            options = env.get("FLOWCACHE_STORAGE_OPTIONS") or _read_config_file(env).get(
-                "storage_options")
-            _FINGERPRINTER = Fingerprinter(_storage_options(options))
-    return _FINGERPRINTER

@@ -17,22 +17,27 @@ class UnhashableInput(FlowcacheError, TypeError):
     """An input cannot be turned into a content key.
 
     A silent cache miss (or worse, a key that ignores the input) would hide the problem, so the
-    error names the parameter and the two ways out: exclude it or give a key function.
+    error names the parameter and the ways out on the caller's path (``remedy``, a sentence
+    with ``{param!r}`` where the parameter's name goes: ``cache(exclude=[...])`` for the task
+    option, ``CONTENT - "name"`` for the cache policy...), plus registering a hasher.
     """
 
     def __init__(self, param: str, value_type: type, *, task: str | None = None,
-                 reason: str | None = None) -> None:
+                 reason: str | None = None, remedy: str | None = None) -> None:
         self.param = param
         self.value_type = value_type
         self.task = task
         self.reason = reason
+        self.remedy = remedy
         owner = f" of task {task!r}" if task else ""
         why = f" ({reason})" if reason else ""
         type_name = f"{value_type.__module__}.{value_type.__qualname__}"
+        top = param.split(".")[0].split("[")[0].split(" ")[0]
+        fix = (remedy or "leave it out of the key with exclude=[{param!r}] (on cache() or "
+               "ContentKey) or key the call with a key_fn=").format(param=top)
         super().__init__(
             f"parameter {param!r}{owner} cannot be hashed: a {type_name}{why}. "
-            f"Exclude it with cache(exclude=[{param.split('.')[0].split('[')[0]!r}]), "
-            "give the task a key_fn=, or register a hasher with "
+            f"To cache it, {fix}, or register a hasher for its type with "
             "flowcache.keys.register_hasher()."
         )
 

@@ -30,20 +30,20 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from flowcache.errors import ManifestError
 from flowcache.keys.fingerprints import FileRef, Fingerprinter, split_protocol
+from flowcache.keys.recipe import RETURN, KeyRecipe, as_file_refs, file_refs
 
 log = logging.getLogger("flowcache.manifest")
 
 MANIFEST_NAME = ".flowcache-manifest.json"
 LOCK_NAME = ".flowcache-manifest.lock"
 FORMAT = 1
-RETURN = "return"  # in cache(outputs=[...]): the task's return value holds the output path(s)
 _CONFIG_REPR = 200
 
 
@@ -176,22 +176,15 @@ class OutputCall:
     written: list[Path] = field(default_factory=list)
 
     @classmethod
-    def begin(cls, outputs: frozenset[str], arguments: Mapping[str, Any], *,
-              files: Iterable[str] = (), exclude: Iterable[str] = (),
+    def begin(cls, recipe: KeyRecipe, arguments: Mapping[str, Any], *,
               fingerprinter: Fingerprinter) -> OutputCall:
-        inputs: dict[str, Any] = {}
-        config: dict[str, Any] = {}
-        files, skip = set(files), set(exclude) | set(outputs)
-        for name, value in arguments.items():
-            if name in skip:
-                continue
-            refs = _file_refs(value, as_file=name in files)
-            if refs:
-                for ref in refs:
-                    inputs[_ref_text(ref)] = _jsonable(fingerprinter.fingerprint(ref))
-            else:
-                config[name] = _config_value(value)
-        return cls(frozenset(outputs), arguments, inputs, config, fingerprinter)
+        """The record of a call, classified by its key recipe (input files, configuration,
+        outputs), with the input files' fingerprints now."""
+        found, settings = recipe.file_inputs(arguments)
+        inputs = {_ref_text(ref): _jsonable(fingerprinter.fingerprint(ref))
+                  for refs in found.values() for ref in refs}
+        config = {name: _config_value(value) for name, value in settings.items()}
+        return cls(recipe.outputs, arguments, inputs, config, fingerprinter)
 
     def timed(self, compute: Callable[[], Any]) -> Callable[[], Any]:
         """``compute``, noting when it started and finished (wall clock, for the manifest)."""
@@ -209,7 +202,7 @@ class OutputCall:
         paths = []
         for name in sorted(self.outputs):
             source = value if name == RETURN else self.arguments.get(name)
-            for ref in _file_refs(source, as_file=True):
+            for ref in file_refs(as_file_refs(source)):
                 protocol, local = split_protocol(ref.url if isinstance(ref, FileRef)
                                                  else os.fspath(ref))
                 if protocol != "file":
@@ -235,37 +228,10 @@ class OutputCall:
         return self.written
 
 
-def output_location(value: Any) -> Any:
-    """What an output parameter contributes to the content key: where the task writes (the
-    path's text), never the fingerprint of what is there now (that changes by running it)."""
-    if isinstance(value, list):
-        return [output_location(item) for item in value]
-    if isinstance(value, tuple):
-        return tuple(output_location(item) for item in value)
-    if isinstance(value, FileRef):
-        return value.url
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return value
-
-
-def _file_refs(value: Any, *, as_file: bool) -> list[Any]:
-    """File references in ``value``: paths, FileRefs, and (``as_file``) strings; one level of
-    list/tuple."""
-    if isinstance(value, (list, tuple)):
-        found = [_file_refs(item, as_file=as_file) for item in value]
-        return [ref for refs in found for ref in refs] if all(found) and found else []
-    if isinstance(value, FileRef):
-        return [value]
-    if isinstance(value, os.PathLike):
-        return [Path(os.fspath(value))]
-    if as_file and isinstance(value, str):
-        return [FileRef(value) if "://" in value else Path(value)]
-    return []
-
-
 def _ref_text(ref: Any) -> str:
-    return ref.url if isinstance(ref, FileRef) else str(Path(ref).absolute())
+    """How a manifest names an input: its URL, or a local file's absolute path."""
+    protocol, path = split_protocol(ref.url if isinstance(ref, FileRef) else os.fspath(ref))
+    return str(Path(path).absolute()) if protocol == "file" else ref.url
 
 
 def _config_value(value: Any) -> Any:

@@ -9,7 +9,6 @@ hashing, happens here once for every engine.
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,32 +16,27 @@ from datetime import timedelta
 from typing import Any
 
 from flowcache.accounts.runstats import RUN_STATS, RunStats
-from flowcache.config import default_fingerprinter, default_store
-from flowcache.errors import UnhashableInput
+from flowcache.config import default_store
 from flowcache.frames import Header
-from flowcache.keys.canonical import PROVENANCE, content_key, hash_inputs
-from flowcache.keys.code import function_identity
-from flowcache.keys.fingerprints import FileRef, Fingerprinter
+from flowcache.keys.canonical import PROVENANCE
+from flowcache.keys.fingerprints import Fingerprinter
+from flowcache.keys.recipe import CACHE_REMEDY, KeyRecipe, bind_arguments
 from flowcache.lifetimes import KEEP, FlowScoped, Lifetime, parse_lifetime
-from flowcache.manifest import RETURN, OutputCall, output_location
+from flowcache.manifest import OutputCall
 from flowcache.purge import tracker_for
 from flowcache.store import TieredStore
 
 
 @dataclass(frozen=True)
 class CacheOptions:
-    """What ``cache(...)`` was given, parsed once at decoration time."""
+    """What ``cache(...)`` was given, parsed once at decoration time: the key recipe, and
+    where and for how long results are kept."""
 
+    recipe: KeyRecipe = field(default_factory=KeyRecipe)
     lifetime: Lifetime = KEEP
-    exclude: frozenset[str] = frozenset()
-    key_fn: Callable[..., Any] | None = None
     refresh: bool = False
     store: TieredStore | None = None
-    version: str | None = None
     serializer: str | None = None
-    files: frozenset[str] = frozenset()
-    fingerprinter: Fingerprinter | None = None
-    outputs: frozenset[str] = frozenset()  # parameters (or "return") naming files it writes
 
     @classmethod
     def parse(cls, *, lifetime: Lifetime | str | float | timedelta | None = None,
@@ -51,24 +45,16 @@ class CacheOptions:
               store: TieredStore | None = None, version: str | None = None,
               serializer: str | None = None, files: Iterable[str] = (),
               fingerprinter: Fingerprinter | None = None,
-              outputs: Iterable[str] = ()) -> CacheOptions:
+              outputs: Iterable[str] = (), remedy: str = CACHE_REMEDY) -> CacheOptions:
         if keep and lifetime is not None:
             raise TypeError("give either keep=True or lifetime=..., not both")
-        if isinstance(exclude, str) or isinstance(files, str) or isinstance(outputs, str):
-            raise TypeError("exclude=, files= and outputs= take a list of parameter names")
-        if set(files) & set(outputs):
-            raise TypeError("a parameter is an input file (files=) or an output (outputs=), "
-                            f"not both: {', '.join(sorted(set(files) & set(outputs)))}")
-        return cls(lifetime=KEEP if keep else parse_lifetime(lifetime),
-                   exclude=frozenset(exclude), key_fn=key_fn, refresh=refresh, store=store,
-                   version=version, serializer=serializer, files=frozenset(files),
-                   fingerprinter=fingerprinter, outputs=frozenset(outputs))
+        recipe = KeyRecipe.parse(exclude=exclude, files=files, outputs=outputs, key_fn=key_fn,
+                                 version=version, fingerprinter=fingerprinter, remedy=remedy)
+        return cls(recipe=recipe, lifetime=KEEP if keep else parse_lifetime(lifetime),
+                   refresh=refresh, store=store, serializer=serializer)
 
     def resolve_store(self) -> TieredStore:
         return self.store if self.store is not None else default_store()
-
-    def resolve_fingerprinter(self) -> Fingerprinter:
-        return self.fingerprinter or default_fingerprinter()
 
 
 @dataclass(frozen=True)
@@ -92,56 +78,33 @@ class CallResult:
 
 @dataclass
 class Memoizer:
-    """Caches calls of ``fn`` in a store under content keys."""
+    """Caches calls of ``fn`` in a store under content keys (made by the options' recipe)."""
 
     fn: Callable[..., Any]
     options: CacheOptions
-    _signature: inspect.Signature | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._signature = inspect.signature(self.fn)
-        unknown = (self.options.exclude | self.options.files
-                   | (self.options.outputs - {RETURN})) - set(self._signature.parameters)
-        if unknown:
-            raise TypeError(f"{getattr(self.fn, '__qualname__', self.fn)} has no parameter(s) "
-                            f"{', '.join(sorted(unknown))} (named in exclude=, files= or "
-                            "outputs=)")
+        self.options.recipe.check(self.fn)
 
     def arguments(self, args: tuple, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-        bound = self._signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        arguments = dict(bound.arguments)
-        for name, param in self._signature.parameters.items():
-            if param.kind is inspect.Parameter.VAR_KEYWORD and name in arguments:
-                arguments.update({f"**{k}": v for k, v in arguments.pop(name).items()})
-        return arguments
+        return bind_arguments(self.fn, args, kwargs)
 
     def key_for(self, args: tuple, kwargs: Mapping[str, Any], context: CallContext,
                 store: TieredStore) -> str:
-        options = self.options
-        arguments = self.arguments(args, kwargs)
-        try:
-            if options.key_fn is not None:
-                inputs = {"key_fn": options.key_fn(**arguments)}
-            else:
-                inputs = {name: (FileRef(value) if name in options.files
-                                 and isinstance(value, str) else value)
-                          for name, value in arguments.items() if name not in options.exclude}
-                for name in options.outputs & inputs.keys():  # where it writes, not what is there
-                    inputs[name] = output_location(inputs[name])
-            digest = hash_inputs(inputs, fingerprinter=options.resolve_fingerprinter())
-        except UnhashableInput as exc:
-            raise UnhashableInput(exc.param, exc.value_type, task=context.task_name,
-                                  reason=exc.reason) from None
-        return content_key(namespace=store.namespace, identity=function_identity(self.fn),
-                           inputs_digest=digest, version=options.version)
+        return self._key(self.arguments(args, kwargs), context, store)
+
+    def _key(self, arguments: Mapping[str, Any], context: CallContext,
+             store: TieredStore) -> str:
+        return self.options.recipe.key(self.fn, arguments, namespace=store.namespace,
+                                       fingerprinter=store.fingerprinter, task=context.task_name)
 
     def call(self, args: tuple, kwargs: Mapping[str, Any], context: CallContext,
              compute: Callable[[], Any] | None = None) -> CallResult:
         """Return the cached result of ``fn(*args, **kwargs)``, computing it on a miss."""
         store = self.options.resolve_store()
         started = time.perf_counter()
-        key = self.key_for(args, kwargs, context, store)
+        arguments = self.arguments(args, kwargs)
+        key = self._key(arguments, context, store)
         lifetime = self.options.lifetime
         if isinstance(lifetime, FlowScoped):
             lifetime = FlowScoped(context.run_id, lifetime.max_age)
@@ -157,10 +120,10 @@ class Memoizer:
 
         compute = compute or (lambda: self.fn(*args, **kwargs))
         outputs = None
-        if self.options.outputs:
-            outputs = OutputCall.begin(self.options.outputs, self.arguments(args, kwargs),
-                                       files=self.options.files, exclude=self.options.exclude,
-                                       fingerprinter=self.options.resolve_fingerprinter())
+        recipe = self.options.recipe
+        if recipe.outputs:
+            outputs = OutputCall.begin(recipe, arguments,
+                                       fingerprinter=recipe.fingerprinter or store.fingerprinter)
             compute = outputs.timed(compute)
         outcome = store.get_or_compute(
             key, compute, lifetime=lifetime, meta=meta,

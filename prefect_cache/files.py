@@ -44,7 +44,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from flowcache.keys.fingerprints import FileRef, Fingerprinter, split_protocol
+from flowcache.keys.recipe import KeyRecipe
 from flowcache.lifetimes import Lifetime
+from flowcache.manifest import OutputCall
 from flowcache.store import TieredStore
 from prefect_cache.context import call_context
 
@@ -273,15 +275,10 @@ class _Call:
         Inputs are fingerprinted now, before the body runs: the manifest marks an output stale
         when an input changes after the output was made from it.
         """
-        from flowcache.config import default_fingerprinter
-        from flowcache.manifest import OutputCall
-
-        configured = default_fingerprinter().storage_options
-        fingerprinter = Fingerprinter({**configured, **self.options.storage_options})
-        arguments = {name: (_as_ref(value) if name in self.options.inputs else value)
-                     for name, value in self.arguments.items()}
-        return OutputCall.begin(frozenset(self.options.outputs), arguments,
-                                files=self.options.inputs, fingerprinter=fingerprinter)
+        fingerprinter = Fingerprinter({**self.store.storage_options,
+                                       **self.options.storage_options})
+        recipe = KeyRecipe.parse(files=self.options.inputs, outputs=self.options.outputs)
+        return OutputCall.begin(recipe, self.arguments, fingerprinter=fingerprinter)
 
     def cleanup(self) -> None:
         if self.staging is not None:
@@ -306,11 +303,3 @@ def _urls(value: Any) -> list[str]:
     if isinstance(value, FileRef):
         return [value.url]
     return [os.fspath(value)] if isinstance(value, (str, os.PathLike)) else []
-
-
-def _as_ref(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return type(value)(_as_ref(item) for item in value)
-    if isinstance(value, str) and "://" in value:
-        return FileRef(value)
-    return value

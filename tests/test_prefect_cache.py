@@ -246,9 +246,10 @@ def test_refresh_recomputes_and_overwrites(store):
     assert run(cached) == 2  # the refreshed value replaced the old one
 
 
-def test_remote_input_files_are_keyed_by_version(store, s3, gcs, monkeypatch):
-    from flowcache import config
-
+def test_remote_input_files_are_keyed_by_version(tiers, make_store, default_store_of, s3, gcs):
+    options = {"s3": s3.options(), "gs": gcs.options()}
+    # the store's storage options are what input files are fingerprinted with
+    default_store_of(make_store(*tiers, storage_options=options))
     runs = []
 
     @cache(keep=True, files=["url"])
@@ -262,8 +263,6 @@ def test_remote_input_files_are_keyed_by_version(store, s3, gcs, monkeypatch):
         with fsspec.open(url, "rb", **endpoint.options()) as handle:
             return len(handle.read())
 
-    options = {"s3": s3.options(), "gs": gcs.options()}
-    monkeypatch.setattr(config, "_FINGERPRINTER", config.Fingerprinter(options))
     for endpoint in (s3, gcs):
         bucket = endpoint.new_bucket()
         url = f"{endpoint.protocol}://{bucket}/input.csv"

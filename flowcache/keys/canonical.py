@@ -38,7 +38,7 @@ import blake3
 from flowcache.errors import UnhashableInput
 from flowcache.keys.code import function_identity
 from flowcache.keys.fingerprints import FileRef, Fingerprinter
-from flowcache.keys.provenance import PROVENANCE, Provenance
+from flowcache.keys.provenance import PROVENANCE, Provenance, Upstream
 
 KEY_VERSION = b"flowcache-key-v1"
 _LARGE = 1 << 20  # buffers from this size are hashed on all cores
@@ -395,6 +395,7 @@ _EXACT: dict[type, Callable[..., None]] = {
     decimal.Decimal: _enc_text(_T_OBJECT, str), fractions.Fraction: _enc_text(_T_OBJECT, str),
     uuid.UUID: _enc_text(_T_OBJECT, str), range: _enc_text(_T_OBJECT, repr),
     slice: _enc_text(_T_OBJECT, repr),
+    Upstream: lambda b, h, v, p, d: b._bytes(_T_CHAIN, v.key.encode(), h),
 }
 # Subclasses of builtins (IntEnum, OrderedDict, namedtuples...) checked in this order.
 _SUBCLASS_ENCODERS: list[tuple[type, Callable[..., None]]] = [

@@ -1,12 +1,24 @@
 """Provenance: which content key produced a value, so downstream keys chain instead of
-re-hashing large upstream results (the ``cache()`` option records each result it returns)."""
+re-hashing large upstream results (the ``cache()`` option records each result it returns).
+
+Where the producing key is known without the value (a Dask graph's dependency), the input is
+an :class:`Upstream` and is hashed exactly as a remembered value would be: by that key.
+"""
 
 from __future__ import annotations
 
 import sys
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """The result of another keyed call, known by its content key (chain hashing)."""
+
+    key: str
 
 
 class Provenance:
