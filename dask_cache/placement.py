@@ -8,9 +8,10 @@
 
 Workers carry their region as a resource (``dask worker --resources region-eu-north=1``, or
 ``LocalCluster(resources={"region-eu-north": 1})``). A carbon-aware submission goes to the
-workers of the region the planner chose (the same :class:`~flowcache.carbon.advisor.CarbonAdvisor`
-as the Prefect runner) and, when it should wait, is held on the client by one timer thread until
-its planned start: no worker is occupied while it waits. Other submissions go straight to
+workers of the region the planner chose and, when it should wait, is held on the client by one
+timer thread until its planned start: no worker is occupied while it waits. The same
+:class:`~flowcache.carbon.dispatch.CarbonDispatcher` as the Prefect runner decides, holds,
+releases and accounts; this module only adapts Dask futures. Other submissions go straight to
 ``client.submit``. Decisions are logged in one line each, and :meth:`close` turns them into the
 same decision records and report as the Prefect runner, kept under ``dask-<client id>``
 (``flowcache carbon report dask-<client id>``).
@@ -26,12 +27,11 @@ from typing import Any
 from dask_cache.scheduler import session_run_id
 from flowcache.carbon.advisor import CarbonAdvisor, Placement
 from flowcache.carbon.clocks import Clock, WallClock
-from flowcache.carbon.deferral import ReleaseScheduler
+from flowcache.carbon.dispatch import CarbonDispatcher
 from flowcache.carbon.emissions import PowerModel
 from flowcache.carbon.options import options_of
 from flowcache.carbon.providers import IntensityProvider, get_provider
 from flowcache.carbon.records import DecisionRecord
-from flowcache.carbon.report import save_records, summary_line
 
 log = logging.getLogger("dask_cache.carbon")
 
@@ -85,14 +85,18 @@ class CarbonPlacer:
         self.client = client
         self.clock = clock or WallClock()
         self.resource = resource
-        self.min_deferral = min_deferral
         self.store = store
-        self.advisor = CarbonAdvisor(get_provider(provider) if isinstance(provider, str)
-                                     else provider, home=home, regions=regions,
-                                     clock=self.clock, capacity=capacity, power=power)
-        self._scheduler = ReleaseScheduler(self.clock, name="flowcache-dask-release")
+        advisor = CarbonAdvisor(get_provider(provider) if isinstance(provider, str)
+                                else provider, home=home, regions=regions,
+                                clock=self.clock, capacity=capacity, power=power)
+        self.dispatcher = CarbonDispatcher(advisor, clock=self.clock, min_deferral=min_deferral,
+                                           name="flowcache-dask-release").start()
         self._held: list[PlacedFuture] = []
         self.records: list[DecisionRecord] = []
+
+    @property
+    def advisor(self) -> CarbonAdvisor:
+        return self.dispatcher.advisor  # type: ignore[return-value]
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``client.submit`` for carbon-aware functions; anything else is passed straight on."""
@@ -100,33 +104,32 @@ class CarbonPlacer:
         if options is None:
             return self.client.submit(fn, *args, **kwargs)
         label = getattr(fn, "__name__", "task")
-        placement = self.advisor.place(options, label)
+        placement = self.dispatcher.decide(options, label)
         log.info(self.advisor.describe(placement))
         held = PlacedFuture(placement)
-        if placement.start - self.clock.now() < self.min_deferral:
-            self._release(held, fn, args, kwargs)
+
+        def submit(region: str) -> Any:
+            resources = {self.resource.format(region=region): 1}
+            return self.client.submit(fn, *args, resources=resources, pure=False, **kwargs)
+
+        def release() -> None:
+            held._bind(self.dispatcher.launch(submit, placement.region, placement))
+
+        if not self.dispatcher.should_hold(placement.start):
+            release()
         else:
             self._held.append(held)
-            self._scheduler.at(placement.start, lambda: self._release(held, fn, args, kwargs),
-                               on_cancel=held._cancel, label=label)
+            self.dispatcher.hold(release, at=placement.start, label=label,
+                                 on_cancel=held._cancel)
         return held
-
-    def _release(self, held: PlacedFuture, fn: Callable[..., Any], args: tuple,
-                 kwargs: dict[str, Any]) -> None:
-        placement = held.placement
-        resources = {self.resource.format(region=placement.region): 1}
-        placement.started(self.clock.now(), placement.region)
-        future = self.client.submit(fn, *args, resources=resources, pure=False, **kwargs)
-        future.add_done_callback(lambda _done: placement.finished(self.clock.now()))
-        held._bind(future)
 
     def cancel_all(self) -> int:
         """Drop every held submission (they never run)."""
-        return self._scheduler.cancel_all()
+        return self.dispatcher.cancel_all()
 
     @property
     def pending(self) -> int:
-        return self._scheduler.pending
+        return self.dispatcher.pending
 
     def close(self, *, wait: bool = True) -> list[DecisionRecord]:
         """Wait for (or cancel) held work, account for it and keep the records."""
@@ -135,12 +138,8 @@ class CarbonPlacer:
                 held._released.wait()
                 if held.future is not None:
                     held.future.result()
-        self._scheduler.stop()
-        self.records = self.advisor.outcomes()
-        if self.records:
-            log.info(summary_line(self.records))
-            if self.store is not None:
-                save_records(self.store, session_run_id(self.client.id), self.records)
+        self.dispatcher.stop()
+        self.records = self.dispatcher.report(self.store, session_run_id(self.client.id))
         return self.records
 
     def __enter__(self) -> CarbonPlacer:

@@ -12,8 +12,9 @@ For a task marked with :func:`~prefect_cache.carbon_option.carbon` the runner as
 for a start time and region (forecasts cached per region, a shared capacity ledger so deferred
 work does not pile into one hour), logs the decision in one line, and then:
 
-* **defers**: the submission is held in a heap and released at the planned time by one timer
-  thread (:mod:`flowcache.carbon.deferral`); no worker thread or process waits. The caller gets a
+* **defers**: the submission is held and released at the planned time by one timer thread
+  (:class:`~flowcache.carbon.dispatch.CarbonDispatcher`, shared with the Dask placer: this
+  module only adapts Prefect futures); no worker thread or process waits. The caller gets a
   :class:`~prefect_cache.deferred_future.DeferredFuture` at once, and dependants wait on it as
   on any future (a submission whose inputs are still held is itself held until they finish, so
   it does not occupy a worker either);
@@ -43,12 +44,11 @@ from prefect.utilities.collections import visit_collection
 
 from flowcache.carbon.advisor import CarbonAdvisor, Placement
 from flowcache.carbon.clocks import Clock, WallClock
-from flowcache.carbon.deferral import ReleaseScheduler
+from flowcache.carbon.dispatch import CarbonDispatcher
 from flowcache.carbon.emissions import PowerModel
 from flowcache.carbon.options import options_of
 from flowcache.carbon.providers import IntensityProvider, get_provider
 from flowcache.carbon.records import DecisionRecord
-from flowcache.carbon.report import save_records, summary_line
 from prefect_cache import carbon_artifacts
 from prefect_cache.deferred_future import DeferredFuture
 
@@ -89,12 +89,13 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
         self._reset()
 
     def _reset(self) -> None:
-        self._scheduler: ReleaseScheduler | None = None
-        self.advisor = CarbonAdvisor(
+        advisor = CarbonAdvisor(
             self.provider, home=self.home, regions=self.regions, clock=self.clock,
             capacity=self.capacity, power=self.power, default_duration=self.default_duration,
             horizon=self.horizon, refresh_every=self.refresh_every, using=self.using) \
             if self.provider is not None else None
+        self.dispatcher = CarbonDispatcher(advisor, clock=self.clock,
+                                           min_deferral=self.min_deferral)
         self._durations: dict[str, float | None] = {}
         self._held: list[DeferredFuture] = []
         self._lock = threading.Lock()
@@ -136,7 +137,7 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
         self.inner.__enter__()
         for runner in self.regions.values():
             runner.__enter__()
-        self._scheduler = ReleaseScheduler(self.clock)
+        self.dispatcher.start()
         self._api = carbon_artifacts.ApiQueue()
         return self
 
@@ -147,8 +148,7 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
                     future.wait()  # like Prefect's runners: a flow ends after its tasks
             else:
                 self.cancel_all()
-            if self._scheduler is not None:
-                self._scheduler.stop()
+            self.dispatcher.stop()
             for future in list(self._held):
                 if future.inner is not None:
                     future.inner.wait()
@@ -165,10 +165,9 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
         """Cancel held submissions (they never run) and whatever the inner runners cancel."""
         for child in list(self._children):
             child.cancel_all()
-        if self._scheduler is not None:
-            cancelled = self._scheduler.cancel_all()
-            if cancelled:
-                log.info("carbon-aware runner: cancelled %d held submissions", cancelled)
+        cancelled = self.dispatcher.cancel_all()
+        if cancelled:
+            log.info("carbon-aware runner: cancelled %d held submissions", cancelled)
         for runner in (self.inner, *self.regions.values()):
             if hasattr(runner, "cancel_all"):
                 runner.cancel_all()
@@ -193,12 +192,11 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
             region, start, placement = self.home, now, None
         else:
             duration, note = self._duration(task, options)
-            placement = self.advisor.place(options, label, duration=duration,
-                                           duration_note=note)
+            placement = self.dispatcher.decide(options, label, duration=duration, note=note)
             region, start = placement.region, placement.start
             _run_logger().info(self.advisor.describe(placement))
         try:
-            if start - now < self.min_deferral and not upstream:
+            if not self.dispatcher.should_hold(start) and not upstream:
                 return self._launch(task, parameters, wait_for, dependencies, region,
                                     placement)
             return self._hold(task, parameters, wait_for, dependencies, region, placement,
@@ -216,16 +214,9 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
               context: contextvars.Context, label: str) -> DeferredFuture:
         placeholder_id = uuid.uuid4()
         future = DeferredFuture(placeholder_id, start, label)
-        show = self.placeholders and run is not None and start - self.clock.now() >= \
-            self.min_deferral
-        remaining = [1 + len(upstream)]
-        gate = threading.Lock()
+        show = self.placeholders and run is not None and self.dispatcher.should_hold(start)
 
-        def arrive(*_: Any) -> None:
-            with gate:
-                remaining[0] -= 1
-                if remaining[0]:
-                    return
+        def release() -> None:
             inner = context.run(self._launch, task, parameters, wait_for, dependencies,
                                 region, run)
             future.bind(inner)
@@ -246,10 +237,7 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
             flow_run_id = self._flow_run_id
             self._api.put(lambda: carbon_artifacts.create_placeholder(
                 task, flow_run_id, placeholder_id, start, label, reason))
-        assert self._scheduler is not None
-        self._scheduler.at(start, arrive, on_cancel=cancelled, label=label)
-        for up in upstream:
-            up.add_done_callback(arrive)
+        self.dispatcher.hold(release, at=start, label=label, after=upstream, on_cancel=cancelled)
         return future
 
     def _launch(self, task: Any, parameters: dict[str, Any], wait_for: Any, dependencies: Any,
@@ -258,12 +246,8 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
         parameters = _unwrap(parameters, keep_futures=runner is self.inner)
         wait_for = [f.inner or f if isinstance(f, DeferredFuture) else f
                     for f in (wait_for or [])] or None
-        if run is not None:
-            run.started(self.clock.now(), region)
-        inner = runner.submit(task, parameters, wait_for, dependencies)
-        if run is not None:
-            inner.add_done_callback(lambda _done: run.finished(self.clock.now()))
-        return inner
+        return self.dispatcher.launch(
+            lambda _region: runner.submit(task, parameters, wait_for, dependencies), region, run)
 
     # -- deciding -----------------------------------------------------------------------------
     def _duration(self, task: Any, options: Any) -> tuple[float | None, str]:
@@ -279,6 +263,10 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
         return learned, f"duration {learned / 60:.1f} min learned from past runs"
 
     # -- reporting ----------------------------------------------------------------------------
+    @property
+    def advisor(self) -> CarbonAdvisor | None:
+        return self.dispatcher.advisor
+
     def _remember_flow_run(self) -> None:
         if self._flow_run_id is None:
             from prefect.context import FlowRunContext
@@ -288,22 +276,14 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
                 self._flow_run_id = context.flow_run.id
 
     def _finish(self) -> None:
-        if self.advisor is None or not self.advisor.placements:
+        run_id = self._flow_run_id
+        self.records = self.dispatcher.report(self._store() if run_id else None,
+                                              str(run_id) if run_id else None)
+        if not self.records or run_id is None or self._api is None:
             return
-        self.records = self.advisor.outcomes()
-        log.info(summary_line(self.records))
-        if self._flow_run_id is None:
-            return
-        if self._api is not None:
-            run_id, records = self._flow_run_id, list(self.records)
-            forecasts = self.advisor.forecasts
-            self._api.put(lambda: carbon_artifacts.publish_report(run_id, records, forecasts))
-            self._api.flush()
-        try:
-            save_records(self._store(), str(self._flow_run_id), self.records)
-        except Exception as exc:
-            log.warning("could not keep the carbon records of run %s: %s",
-                        self._flow_run_id, exc)
+        records, forecasts = list(self.records), self.advisor.forecasts
+        self._api.put(lambda: carbon_artifacts.publish_report(run_id, records, forecasts))
+        self._api.flush()
 
     def _store(self) -> Any:
         if self.store is not None:

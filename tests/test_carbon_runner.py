@@ -46,8 +46,7 @@ def run_in_thread(fn):
 
 def held(runner: CarbonAwareTaskRunner) -> int:
     active = runner._children[-1] if runner._children else None
-    scheduler = getattr(active, "_scheduler", None)
-    return scheduler.pending if scheduler is not None else 0
+    return active.dispatcher.pending if active is not None else 0
 
 
 def test_a_task_with_a_greener_window_later_is_released_then_and_dependants_follow(
