@@ -37,7 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from carbon_eval import HORIZON, WARMUP, halves, load_zones
 
-from flowcache.carbon.ensemble import Ensemble
+from flowcache.carbon.forecasting.ensemble import Ensemble
 from flowcache.carbon.replay import defer_hourly, defer_hourly_replan
 
 DELAY = 8

@@ -19,7 +19,7 @@ x 48 h of 5-minute data.
 averaged over the zones and over the two protocols, plan once and re-plan, since the product
 uses both), prints every configuration's figures and the one chosen, then, for that one, the
 threshold for clipping glitches from the history (a second stage); the chosen values are the
-defaults of flowcache.carbon.ensemble.Ensemble.
+defaults of flowcache.carbon.forecasting.ensemble.Ensemble.
 
 Prints a table, then as the last line one JSON object with the figures.
 """
@@ -36,11 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-from flowcache.carbon.blend import Blend
 from flowcache.carbon.decision import Job
-from flowcache.carbon.ensemble import ALL_MEMBERS, Ensemble
-from flowcache.carbon.forecast import HourOfDayMean, PerfectForesight
-from flowcache.carbon.holtwinters import HoltWinters
+from flowcache.carbon.forecasting.blend import Blend
+from flowcache.carbon.forecasting.ensemble import ALL_MEMBERS, Ensemble
+from flowcache.carbon.forecasting.holtwinters import HoltWinters
+from flowcache.carbon.forecasting.seasonal import HourOfDayMean, PerfectForesight
 from flowcache.carbon.planner import Planner
 from flowcache.carbon.providers.emcsv import parse_csv, read_text, shipped_dir
 from flowcache.carbon.replay import (

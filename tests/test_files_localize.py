@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from flowcache.files.localize import localize
+from flowcache.files import localize
 from flowcache.files.sweep import sweep_files
 from flowcache.files.versions import record_key
 from tests import test_files_support as support

@@ -8,18 +8,18 @@ account for what actually ran; :func:`replan_with_provider` looks at a waiting j
 fresher data (:mod:`~flowcache.carbon.replan`). See docs/carbon.md.
 """
 
-from flowcache.carbon.batch import CapacityLedger
 from flowcache.carbon.cache import (
     CachedProvider,
     MemoryResponseCache,
     ResponseCache,
     StoreResponseCache,
 )
+from flowcache.carbon.capacity import CapacityLedger
 from flowcache.carbon.constraints import Constraint, Ranking
 from flowcache.carbon.decision import Decision, Job
 from flowcache.carbon.emissions import PowerModel, emissions_g, energy_kwh, savings, sci
 from flowcache.carbon.fallback import FallbackProvider, StaticProfile
-from flowcache.carbon.forecast import forecast_for, forecast_from_history
+from flowcache.carbon.forecasting.methods import forecast_for, forecast_from_history
 from flowcache.carbon.planner import Planner, RegionPrice, plan_with_provider, run_now_at_home
 from flowcache.carbon.providers import IntensityProvider, get_provider, register_provider
 from flowcache.carbon.records import DecisionRecord, record_outcome, uptake

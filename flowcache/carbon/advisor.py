@@ -17,11 +17,11 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from flowcache.carbon.batch import CapacityLedger
+from flowcache.carbon.capacity import CapacityLedger
 from flowcache.carbon.clocks import Clock, WallClock
 from flowcache.carbon.decision import Decision, Job
 from flowcache.carbon.emissions import PowerModel
-from flowcache.carbon.forecast import forecast_for
+from flowcache.carbon.forecasting.methods import forecast_for
 from flowcache.carbon.options import CarbonOptions
 from flowcache.carbon.planner import Planner, run_now_at_home
 from flowcache.carbon.providers import IntensityProvider

@@ -16,63 +16,34 @@ are planned one by one with :meth:`Planner.plan` in urgency order (same semantic
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
-from flowcache.carbon.decision import Decision, Job
+from flowcache.carbon.capacity import CapacityLedger
+from flowcache.carbon.constraints import Ranking
+from flowcache.carbon.decision import Decision, Job, run_now_at_home
+from flowcache.carbon.series import IntensitySeries
 from flowcache.carbon.windows import EPS, WindowTable
 
-if TYPE_CHECKING:
-    from flowcache.carbon.planner import Planner
+
+class JobPlanner(Protocol):
+    """What batch planning needs of a planner (:class:`~flowcache.carbon.planner.Planner`)."""
+
+    forecasts: Mapping[str, IntensitySeries]
+    ranking: Ranking
+    kwh_per_gb: float
+    clock: Callable[[], float]
+
+    def plan(self, job: Job, *, load: CapacityLedger | None = None) -> Decision: ...
+
+    def window_means(self, region: str, lo: np.ndarray, hi: np.ndarray) -> np.ndarray: ...
+
+    def cost(self, job: Job, region: str) -> Any: ...
 
 
-class CapacityLedger:
-    """Jobs planned per region and capacity slot, against per-region limits."""
-
-    def __init__(self, limits: int | Mapping[str, int] | None, slot: float = 3600.0) -> None:
-        self.default = limits if isinstance(limits, int) else None
-        self.limits = dict(limits) if isinstance(limits, Mapping) else {}
-        self.slot = float(slot)
-        self.counts: dict[str, defaultdict[int, int]] = defaultdict(lambda: defaultdict(int))
-
-    def limit(self, region: str) -> int | None:
-        return self.limits.get(region, self.default)
-
-    def slots(self, start: float, end: float) -> range:
-        first = int(np.floor(start / self.slot + 1e-9))
-        last = int(np.ceil(end / self.slot - 1e-9))
-        return range(first, max(first + 1, last))
-
-    def fits(self, region: str, intervals: Sequence[tuple[float, float]]) -> bool:
-        cap = self.limit(region)
-        if cap is None:
-            return True
-        used = self.counts[region]
-        return all(used[s] < cap for a, b in intervals for s in self.slots(a, b))
-
-    def reserve(self, region: str, intervals: Sequence[tuple[float, float]]) -> None:
-        for a, b in intervals:
-            for s in self.slots(a, b):
-                self.counts[region][s] += 1
-
-    def blocked(self, region: str, starts: np.ndarray, duration: float) -> np.ndarray:
-        """Which starts would overlap a full slot (vectorised)."""
-        starts = np.asarray(starts, dtype=np.float64)
-        cap = self.limit(region)
-        if cap is None or not self.counts[region]:
-            return np.zeros(starts.shape, bool)
-        full = np.array(sorted(s for s, c in self.counts[region].items() if c >= cap))
-        if not full.size:
-            return np.zeros(starts.shape, bool)
-        first = np.floor(starts / self.slot + 1e-9)
-        last = np.maximum(first, np.ceil((starts + duration) / self.slot - 1e-9) - 1)
-        return np.searchsorted(full, last, "right") - np.searchsorted(full, first, "left") > 0
-
-
-def plan_batch(planner: Planner, jobs: Sequence[Job], *, capacity: int | Mapping[str, int] |
+def plan_batch(planner: JobPlanner, jobs: Sequence[Job], *, capacity: int | Mapping[str, int] |
                None = None, capacity_slot: float = 3600.0, ledger: CapacityLedger | None = None
                ) -> list[Decision]:
     if ledger is None and capacity is not None:
@@ -90,7 +61,7 @@ def urgency(jobs: Sequence[Job]) -> np.ndarray:
     return np.lexsort((np.arange(len(jobs)), slack))
 
 
-def _one_by_one(planner: Planner, jobs: Sequence[Job], ledger: CapacityLedger | None
+def _one_by_one(planner: JobPlanner, jobs: Sequence[Job], ledger: CapacityLedger | None
                 ) -> list[Decision]:
     out: list[Decision | None] = [None] * len(jobs)
     for i in urgency(jobs):
@@ -102,8 +73,7 @@ def _one_by_one(planner: Planner, jobs: Sequence[Job], ledger: CapacityLedger | 
 
 
 class _Vectorised:
-    def __init__(self, planner: Planner, jobs: list[Job], ledger: CapacityLedger | None) -> None:
-        from flowcache.carbon.planner import run_now_at_home
+    def __init__(self, planner: JobPlanner, jobs: list[Job], ledger: CapacityLedger | None) -> None:
         self.run_now = run_now_at_home
         self.p, self.jobs, self.ledger = planner, jobs, ledger
         self.now = planner.clock()

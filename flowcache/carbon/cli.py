@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flowcache.carbon.decision import Job
-from flowcache.carbon.forecast import forecast_for
+from flowcache.carbon.forecasting.methods import forecast_for
 from flowcache.carbon.planner import Planner, run_now_at_home
 from flowcache.carbon.providers import get_provider
 from flowcache.carbon.timestamps import duration_seconds, iso, to_epoch

@@ -7,11 +7,13 @@ store and show them. Times are UTC epoch seconds; emissions grams of CO2eq.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
+from flowcache.carbon.series import IntensitySeries
 from flowcache.carbon.timestamps import TimeLike, duration_seconds, iso, to_epoch
 from flowcache.errors import ConfigError, InvalidJob
 
@@ -212,3 +214,17 @@ def summarise(decisions: Sequence[Decision]) -> dict[str, float]:
     for d in decisions:
         out[d.action] = out.get(d.action, 0.0) + 1
     return out
+
+
+def run_now_at_home(job: Job, reason: str, forecast: IntensitySeries | None = None,
+                    *, planned_at: float | None = None) -> Decision:
+    """The decision to fall back on: start at once, where the job was submitted."""
+    end = job.earliest + job.duration
+    intensity = float(forecast.mean(job.earliest, end)) if forecast is not None else float("nan")
+    grams = job.energy * intensity
+    return Decision(job=job.name, region=job.home, start=job.earliest, end=end,
+                    intervals=((job.earliest, end),), expected_g=grams,
+                    expected_intensity=intensity, energy_kwh=job.energy, transfer_g=0.0,
+                    delay=0.0, cost=None, now_home_g=grams, best_now_region=job.home,
+                    best_now_g=grams, home=job.home, fallback=True, planned=False, note=reason,
+                    planned_at=planned_at if planned_at is not None else time.time())

@@ -9,8 +9,9 @@ priorities follow :mod:`flowcache.carbon.constraints`. Data moved to another reg
 
 :meth:`Planner.plan` plans one job (the reference implementation, any ranking);
 :meth:`Planner.plan_many` plans many at once, vectorised, within per-region capacity
-(:mod:`flowcache.carbon.batch`). When no forecast is available, :func:`run_now_at_home` gives the
-decision to fall back on, and :func:`plan_with_provider` does that by itself on provider errors.
+(:mod:`flowcache.carbon.batch`, :mod:`flowcache.carbon.capacity`). When no forecast is
+available, :func:`~flowcache.carbon.decision.run_now_at_home` gives the decision to fall back on,
+and :func:`plan_with_provider` does that by itself on provider errors.
 """
 
 from __future__ import annotations
@@ -19,21 +20,21 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from flowcache.carbon.batch import plan_batch
+from flowcache.carbon.capacity import CapacityLedger
 from flowcache.carbon.constraints import Ranking
-from flowcache.carbon.decision import Decision, Job
+from flowcache.carbon.decision import Decision, Job, run_now_at_home
+from flowcache.carbon.forecasting.methods import forecast_for
+from flowcache.carbon.forecasting.seasonal import Forecaster
+from flowcache.carbon.providers.base import IntensityProvider
 from flowcache.carbon.series import IntensitySeries
 from flowcache.carbon.timestamps import TimeLike, to_epoch
 from flowcache.carbon.windows import EPS, candidate_starts, cheapest_slots
 from flowcache.errors import CarbonError, ProviderError
-
-if TYPE_CHECKING:
-    from flowcache.carbon.batch import CapacityLedger
-    from flowcache.carbon.forecast import Forecaster
-    from flowcache.carbon.providers.base import IntensityProvider
 
 log = logging.getLogger("flowcache.carbon.planner")
 #: Cloud Carbon Footprint's networking coefficient (kWh per GB transferred)
@@ -49,20 +50,6 @@ class RegionPrice:
 
     per_hour: float = 0.0
     egress_per_gb: float = 0.0
-
-
-def run_now_at_home(job: Job, reason: str, forecast: IntensitySeries | None = None,
-                    *, planned_at: float | None = None) -> Decision:
-    """The decision to fall back on: start at once, where the job was submitted."""
-    end = job.earliest + job.duration
-    intensity = float(forecast.mean(job.earliest, end)) if forecast is not None else float("nan")
-    grams = job.energy * intensity
-    return Decision(job=job.name, region=job.home, start=job.earliest, end=end,
-                    intervals=((job.earliest, end),), expected_g=grams,
-                    expected_intensity=intensity, energy_kwh=job.energy, transfer_g=0.0,
-                    delay=0.0, cost=None, now_home_g=grams, best_now_region=job.home,
-                    best_now_g=grams, home=job.home, fallback=True, planned=False, note=reason,
-                    planned_at=planned_at if planned_at is not None else time.time())
 
 
 @dataclass
@@ -221,7 +208,6 @@ class Planner:
                   ) -> list[Decision]:
         """Plan ``jobs`` together so that no region runs more than ``capacity`` of them in any
         ``capacity_slot``; see :func:`flowcache.carbon.batch.plan_batch`."""
-        from flowcache.carbon.batch import plan_batch
         return plan_batch(self, jobs, capacity=capacity, capacity_slot=capacity_slot,
                           ledger=ledger)
 
@@ -235,7 +221,6 @@ def plan_with_provider(job: Job, provider: IntensityProvider, *,
     decision is :func:`run_now_at_home` with the error as its reason, so a task runner can always
     go ahead.
     """
-    from flowcache.carbon.forecast import forecast_for
     t0 = to_epoch(now) if now is not None else job.earliest
     horizon = max(job.window_end - t0, job.duration, 3600.0)
     forecasts: dict[str, IntensitySeries] = {}

@@ -25,7 +25,7 @@ from flowcache.carbon.planner import Planner, plan_with_provider
 from flowcache.carbon.timestamps import TimeLike, to_epoch
 
 if TYPE_CHECKING:
-    from flowcache.carbon.forecast import Forecaster
+    from flowcache.carbon.forecasting.seasonal import Forecaster
     from flowcache.carbon.providers.base import IntensityProvider
     from flowcache.carbon.series import IntensitySeries
 

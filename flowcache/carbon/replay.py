@@ -3,8 +3,9 @@
 Used by ``bench/carbon_eval.py`` and its tests. The forecasts come from a method's
 ``predict_block`` at each decision's origin (the index of the decision hour: values before it
 are known, the value of that hour is not), so no decision sees its own outcome; only the
-:class:`~flowcache.carbon.forecast.PerfectForesight` oracle does, by design. Savings are measured
-on the true series, against running at once (or at the nominal time for scheduled jobs).
+:class:`~flowcache.carbon.forecasting.seasonal.PerfectForesight` oracle does, by design.
+Savings are measured on the true series, against running at once (or at the nominal time for
+scheduled jobs).
 
 Two protocols for deferrable jobs: **plan once** (:func:`defer_hourly`: the start is fixed when
 the job arrives) and **re-plan** (:func:`defer_hourly_replan`: a waiting job is re-evaluated
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flowcache.carbon.forecast import Forecaster, predict
+from flowcache.carbon.forecasting.seasonal import Forecaster, predict
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,7 @@ import fsspec
 from flowcache.errors import RemoteChanged, WeakVersion
 from flowcache.files.blocks import DEFAULT_BLOCK_SIZE, BlockPolicy, BlockReader
 from flowcache.files.consistency import ALWAYS, NEVER, Consistency, Every, parse_consistency
-from flowcache.files.localize import localize
-from flowcache.files.protocol import FlowcacheFileSystem, current_run_id, run_scope
+from flowcache.files.protocol import FlowcacheFileSystem, current_run_id, localize, run_scope
 from flowcache.files.sweep import FileSweepReport, sweep_files
 from flowcache.files.versions import Version
 

@@ -23,15 +23,13 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
+import fsspec
+
+from flowcache.files.blocks import BlockReader
 from flowcache.files.versions import Version, is_local, local_path, url_prefix
-
-if TYPE_CHECKING:
-    from flowcache.files.protocol import FlowcacheFileSystem
-    from flowcache.store import TieredStore
+from flowcache.store import TieredStore
 
 SOURCE = ".source.json"
 _DIGEST_DIR = 16
@@ -52,34 +50,15 @@ def url_dir(store: TieredStore, root: Path, url: str) -> Path:
     return root / store.namespace / url_prefix(store.namespace, url)
 
 
-def localize(url: str, *, store: TieredStore | None = None,
-             directory: str | os.PathLike[str] | None = None,
-             storage_options: Mapping[str, Any] | None = None, **options: Any) -> Path:
-    """A local path for ``url`` (``s3://...``, ``gs://...``, ``flowcache::...`` or a path).
-
-    ``options`` are those of :class:`~flowcache.files.protocol.FlowcacheFileSystem`
-    (``consistency``, ``lifetime``, ``block_size``...); ``storage_options`` go to the target
-    filesystem. Raises ``FileNotFoundError`` if the file does not exist.
-    """
-    import fsspec
-
-    from flowcache.files.protocol import FlowcacheFileSystem
-
-    target_url = url.split("::", 1)[1] if url.startswith("flowcache::") else url
-    if "::" in target_url:
-        raise ValueError(f"localize() takes one file URL, not a chain: {url}")
-    target, path = fsspec.core.url_to_fs(target_url, **dict(storage_options or {}))
-    fs = FlowcacheFileSystem(fs=target, store=store, **options)
-    return fs.localize(path, directory)
-
-
-def localize_version(fs: FlowcacheFileSystem, path: str, version: Version,
+def localize_version(reader: BlockReader, target: fsspec.AbstractFileSystem,
                      directory: str | os.PathLike[str] | None = None) -> Path:
-    """The local copy of ``version`` of ``path``, downloading it if this node has none."""
-    if is_local(fs.fs):
+    """The local copy of ``reader``'s version, downloading it (through the block cache) if
+    this node has none; a file of a local ``target`` is its own copy."""
+    version = reader.version
+    if is_local(target):
         return Path(local_path(version.url))
-    root = local_root(fs.store, directory if directory is not None else fs.local_dir)
-    base = url_dir(fs.store, root, version.url)
+    root = local_root(reader.store, directory)
+    base = url_dir(reader.store, root, version.url)
     name = os.path.basename(version.url.rstrip("/")) or "file"
     target = base / version.digest[:_DIGEST_DIR] / name
     if _complete(target, version):
@@ -89,8 +68,7 @@ def localize_version(fs: FlowcacheFileSystem, path: str, version: Version,
     remove_other_versions(base, keep=version.digest[:_DIGEST_DIR])
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{name}.tmp-{uuid.uuid4().hex}"
-    reader = fs.reader(path, version)
-    step = max(fs.policy.fetch_bytes, fs.policy.block_size)
+    step = max(reader.policy.fetch_bytes, reader.policy.block_size)
     try:
         with open(tmp, "wb") as handle:
             for start in range(0, version.size, step):

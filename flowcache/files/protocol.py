@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
@@ -45,9 +46,11 @@ from flowcache.files.blocks import (
     workers_for,
 )
 from flowcache.files.consistency import Consistency, book_for, parse_consistency
+from flowcache.files.localize import localize_version
 from flowcache.files.records import drop_stale, read_record, write_record
 from flowcache.files.remote import fetch_range
 from flowcache.files.versions import Version, canonical_url, protocol_of, version_of
+from flowcache.files.writes import ConfirmedWriteFile, Spool, cache_written
 from flowcache.lifetimes import FlowScoped, Lifetime, parse_lifetime
 from flowcache.store import TieredStore
 
@@ -188,9 +191,8 @@ class FlowcacheFileSystem(ChainedFileSystem):
         if mode == "rb":
             return CachedFile(self, path, self.reader(path))
         if mode == "wb":
-            from flowcache.files.writes import ConfirmedWriteFile
-
-            return ConfirmedWriteFile(self, path)
+            return ConfirmedWriteFile(self.fs, path, Spool(self.spool_bytes, self.spool_dir),
+                                      self._cache_written)
         raise ValueError(f"flowcache:: opens files to read ('rb') or to write whole ('wb'), "
                          f"not {mode!r}")
 
@@ -215,10 +217,13 @@ class FlowcacheFileSystem(ChainedFileSystem):
 
     def localize(self, path: str, directory: str | Path | None = None) -> Path:
         """A local path holding the current version of ``path`` (see :mod:`.localize`)."""
-        from flowcache.files.localize import localize_version
-
         path = self._strip_protocol(path)
-        return localize_version(self, path, self.current_version(path), directory)
+        return localize_version(self.reader(path), self.fs,
+                                directory if directory is not None else self.local_dir)
+
+    def _cache_written(self, version: Version, spool: Spool) -> None:
+        cache_written(self.store, version, spool, policy=self.policy, now=self.clock(),
+                      fill=self.fill_on_write)
 
     def ukey(self, path: str) -> str:
         return self.current_version(path).digest
@@ -306,6 +311,24 @@ class CachedFile(AbstractBufferedFile):
     def close(self) -> None:
         self._held = None
         super().close()
+
+
+def localize(url: str, *, store: TieredStore | None = None,
+             directory: str | os.PathLike[str] | None = None,
+             storage_options: Mapping[str, Any] | None = None, **options: Any) -> Path:
+    """A local path for ``url`` (``s3://...``, ``gs://...``, ``flowcache::...`` or a path):
+    see :mod:`flowcache.files.localize`.
+
+    ``options`` are those of :class:`FlowcacheFileSystem` (``consistency``, ``lifetime``,
+    ``block_size``...); ``storage_options`` go to the target filesystem. Raises
+    ``FileNotFoundError`` if the file does not exist.
+    """
+    target_url = url.split("::", 1)[1] if url.startswith("flowcache::") else url
+    if "::" in target_url:
+        raise ValueError(f"localize() takes one file URL, not a chain: {url}")
+    target, path = fsspec.core.url_to_fs(target_url, **dict(storage_options or {}))
+    fs = FlowcacheFileSystem(fs=target, store=store, **options)
+    return fs.localize(path, directory)
 
 
 _RUN_ID: ContextVar[str | None] = ContextVar("flowcache_files_run", default=None)

@@ -22,14 +22,14 @@ import logging
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import fsspec
 
 from flowcache.checksums import checksum_claim, compute_checksum
 from flowcache.errors import DurableWriteError
-from flowcache.files.blocks import BlockReader
+from flowcache.files.blocks import BlockPolicy, BlockReader
 from flowcache.files.consistency import book_for
 from flowcache.files.records import drop_stale, write_record
 from flowcache.files.versions import (
@@ -41,9 +41,7 @@ from flowcache.files.versions import (
     protocol_of,
     version_from_info,
 )
-
-if TYPE_CHECKING:
-    from flowcache.files.protocol import FlowcacheFileSystem
+from flowcache.store import TieredStore
 
 log = logging.getLogger("flowcache.files")
 
@@ -104,14 +102,18 @@ class Spool:
 
 
 class ConfirmedWriteFile(io.RawIOBase):
-    """A file opened with ``"wb"`` on a ``flowcache::`` URL."""
+    """A file opened with ``"wb"`` on a ``flowcache::`` URL: spooled, then sent to ``path`` on
+    ``target`` and confirmed there when closed; ``on_confirmed(version, spool)`` then caches
+    it (see :func:`cache_written`)."""
 
-    def __init__(self, fs: FlowcacheFileSystem, path: str) -> None:
+    def __init__(self, target: fsspec.AbstractFileSystem, path: str, spool: Spool,
+                 on_confirmed: Callable[[Version, Spool], None]) -> None:
         super().__init__()
-        self.fs = fs
+        self.target = target
         self.path = path
-        self.url = canonical_url(fs.fs, path)
-        self.spool = Spool(fs.spool_bytes, fs.spool_dir)
+        self.url = canonical_url(target, path)
+        self.spool = spool
+        self.on_confirmed = on_confirmed
         self.version: Version | None = None  # set once the write is confirmed
 
     def writable(self) -> bool:
@@ -130,8 +132,8 @@ class ConfirmedWriteFile(io.RawIOBase):
         if self.closed:
             return
         try:
-            self.version = upload(self.fs.fs, self.path, self.spool)
-            cache_written(self.fs, self.version, self.spool)
+            self.version = upload(self.target, self.path, self.spool)
+            self.on_confirmed(self.version, self.spool)
         finally:
             self.spool.close()
             super().close()
@@ -224,15 +226,16 @@ def _write_local(url: str, spool: Spool) -> Version:
     return local_version(url, st)
 
 
-def cache_written(fs: FlowcacheFileSystem, version: Version, spool: Spool) -> None:
-    """After a confirmed write: drop other versions, record this one and store its blocks."""
-    store = fs.store
-    book_for(store).put(version, fs.clock())
+def cache_written(store: TieredStore, version: Version, spool: Spool, *, policy: BlockPolicy,
+                  now: float, fill: bool = True) -> None:
+    """After a confirmed write: drop other versions, record this one and (``fill``) store its
+    blocks, durable tier first. A failure here only logs: the file itself is safe."""
+    book_for(store).put(version, now)
     try:
         drop_stale(store, version.url, keep=version)
-        write_record(store, version, lifetime=fs.policy.lifetime, meta=fs.policy.meta)
-        if fs.fill_on_write:
-            reader = BlockReader(store, version, spool.read, fs.policy)
+        write_record(store, version, lifetime=policy.lifetime, meta=policy.meta)
+        if fill:
+            reader = BlockReader(store, version, spool.read, policy)
             reader.fill(spool.read)
     except Exception as exc:
         log.warning("%s was written and confirmed, but caching it failed (readers will fetch "

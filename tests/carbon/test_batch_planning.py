@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowcache.carbon.batch import CapacityLedger
+from flowcache.carbon.capacity import CapacityLedger
 from flowcache.carbon.constraints import Constraint, Ranking
 from flowcache.carbon.decision import Job
 from flowcache.carbon.planner import Planner

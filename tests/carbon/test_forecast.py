@@ -3,18 +3,16 @@
 import numpy as np
 import pytest
 
-from flowcache.carbon.blend import Blend, daytype_profile, weekend
-from flowcache.carbon.ensemble import ALL_MEMBERS, Ensemble, decision_scores
-from flowcache.carbon.forecast import (
+from flowcache.carbon.forecasting.blend import Blend, daytype_profile, weekend
+from flowcache.carbon.forecasting.ensemble import ALL_MEMBERS, Ensemble, decision_scores
+from flowcache.carbon.forecasting.holtwinters import HoltWinters
+from flowcache.carbon.forecasting.methods import forecast_for, forecast_from_history, method
+from flowcache.carbon.forecasting.seasonal import (
     HourOfDayMean,
     PerfectForesight,
     clip_spikes,
-    forecast_for,
-    forecast_from_history,
-    method,
     predict,
 )
-from flowcache.carbon.holtwinters import HoltWinters
 from flowcache.carbon.providers.emcsv import ElectricityMapsCSV
 from flowcache.carbon.series import IntensitySeries
 from flowcache.errors import ConfigError, ForecastNotSupported, NoIntensityData

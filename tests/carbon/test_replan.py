@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from flowcache.carbon.decision import Job
-from flowcache.carbon.ensemble import Ensemble
-from flowcache.carbon.forecast import HourOfDayMean, PerfectForesight, predict
+from flowcache.carbon.forecasting.ensemble import Ensemble
+from flowcache.carbon.forecasting.seasonal import HourOfDayMean, PerfectForesight, predict
 from flowcache.carbon.providers.emcsv import ElectricityMapsCSV
 from flowcache.carbon.replan import remaining, replan_step, replan_with_provider
 from flowcache.carbon.replay import defer_hourly, defer_hourly_replan, replan_starts

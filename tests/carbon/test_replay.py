@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from flowcache.carbon.forecast import HourOfDayMean, PerfectForesight
+from flowcache.carbon.forecasting.seasonal import HourOfDayMean, PerfectForesight
 from flowcache.carbon.providers.emcsv import ElectricityMapsCSV
 from flowcache.carbon.replay import defer_hourly, defer_multi_region, forecasts, nightly
 

@@ -23,7 +23,7 @@ class IntensityProvider(Protocol):
 
     ``history`` returns observed (or provider-estimated) values over ``[start, end)``;
     ``forecast`` returns predicted values and raises :class:`ForecastNotSupported` when the
-    source has none, in which case :func:`flowcache.carbon.forecast.forecast_for` forecasts from
+    source has none, in which case :func:`flowcache.carbon.forecasting.forecast_for` forecasts from
     the history instead.
     """
 

@@ -17,7 +17,7 @@ than refining any one. The parts:
    last step; refitted once per day of origins, on samples whose targets precede that day.
 
 All parts use only ``values[:origin]`` (tested). The blend was the default method until the
-ensemble (:mod:`flowcache.carbon.ensemble`), which reuses these parts, replaced it; its own
+ensemble (:mod:`.ensemble`), which reuses these parts, replaced it; its own
 hyperparameters were set by hand on January-June 2022 (``bench/carbon_eval.py --tune`` searches
 the ensemble's). This module also holds the ensemble's extra parts: a day-type profile
 (weekdays and weekends kept apart) and the ridge's optional lagged-change features.
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flowcache.carbon.forecast import ffill, same_slot_lag, seasonal_mean
+from flowcache.carbon.forecasting.seasonal import ffill, same_slot_lag, seasonal_mean
 
 
 def profile_forecast(v: np.ndarray, origins: np.ndarray, horizon: int, period: int, *,

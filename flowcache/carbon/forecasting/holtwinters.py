@@ -16,7 +16,7 @@ import itertools
 
 import numpy as np
 
-from flowcache.carbon.forecast import ffill, seasonal_mean
+from flowcache.carbon.forecasting.seasonal import ffill, seasonal_mean
 
 GRID = np.array(list(itertools.product(
     (0.1, 0.2, 0.35, 0.5, 0.7, 0.9),     # alpha: level

@@ -4,8 +4,8 @@ well each has recently *decided*, not how well it has fitted.
 Why: in the evaluation (docs/carbon-eval.md) every single method built from a zone's own past
 captures about the same share of the perfect-foresight saving, their errors differ, and the
 deferral decision (the argmin over the next hours) is sensitive to noise, so averaging diverse
-forecasters helps more than refining one. The members (all from :mod:`flowcache.carbon.blend`
-or :mod:`flowcache.carbon.forecast`):
+forecasters helps more than refining one. The members (all from :mod:`.blend` or
+:mod:`.seasonal`):
 
 * ``profile``: recency-weighted 14-day daily profile plus a decaying current anomaly;
 * ``analog12h`` / ``analog24h``: continuations of the past days that looked most like now;
@@ -21,8 +21,8 @@ only decisions whose outcome was known before the origin, and weights members by
 ``softmax(eta x share of the oracle's saving captured)``; ``"equal"`` averages them.
 
 Before any member sees the history, glitches are clipped (``spike_mads``, see
-:func:`~flowcache.carbon.forecast.clip_spikes`): one bad hour from a provider should not become
-tomorrow's forecast. It changes 1.3 % of the shipped CA-QC hours and under 0.4 % elsewhere.
+:func:`~.seasonal.clip_spikes`): one bad hour from a provider should not become tomorrow's
+forecast. It changes 1.3 % of the shipped CA-QC hours and under 0.4 % elsewhere.
 
 Defaults are what ``bench/carbon_eval.py --tune`` chose on January-June 2022 (capture at an
 8 h delay, mean of 8 zones and of the plan-once and re-plan protocols): the first five members
@@ -39,13 +39,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from flowcache.carbon.blend import (
+from flowcache.carbon.forecasting.blend import (
     analog_forecast,
     daytype_profile,
     profile_forecast,
     ridge_forecast,
 )
-from flowcache.carbon.forecast import clip_spikes, ffill, seasonal_mean
+from flowcache.carbon.forecasting.seasonal import clip_spikes, ffill, seasonal_mean
 
 ALL_MEMBERS = ("profile", "analog12h", "analog24h", "ridge", "ridge_lags", "daytype", "mean7")
 #: chosen by ``bench/carbon_eval.py --tune`` on January-June 2022 (with the defaults below)
@@ -149,7 +149,7 @@ class Ensemble:
 
     def clean(self, values: np.ndarray, period: int) -> np.ndarray:
         """The history the members see: gaps forward-filled, glitches clipped
-        (:func:`~flowcache.carbon.forecast.clip_spikes`, unless ``spike_mads`` is None).
+        (:func:`~flowcache.carbon.forecasting.seasonal.clip_spikes`, unless ``spike_mads`` is None).
         :meth:`parts` and :meth:`combine` expect values cleaned by this."""
         v = ffill(values)
         return v if self.spike_mads is None else clip_spikes(v, period, mads=self.spike_mads)
