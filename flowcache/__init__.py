@@ -4,6 +4,7 @@ The engine-neutral core. Prefect glue lives in ``prefect_cache``, Dask glue in `
 this package imports neither.
 """
 
+from flowcache import moved
 from flowcache.config import StoreConfig, default_store, set_default_store
 from flowcache.errors import (
     ConfigError,
@@ -23,6 +24,7 @@ from flowcache.store import Outcome, TieredStore
 from flowcache.tiers import register_tier
 
 __version__ = "0.1.0"
+moved.install()  # the module paths of 0.1 that moved keep importing, with a warning
 
 __all__ = [
     "FLOW", "KEEP", "TTL", "ConfigError", "CorruptEntry", "DurableWriteError", "Entry",
