@@ -18,21 +18,13 @@ and the runner's internal time (planning, forecasts, bookkeeping). Last line: on
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
+from harness import arguments, emit, median
+
+# isort: split
 import statistics
-import sys
 import tempfile
 import time
 from collections import Counter
-from pathlib import Path
-
-os.environ.update({"PREFECT_HOME": tempfile.mkdtemp(prefix="flowcache-bench-carbon-"),
-                   "PREFECT_LOGGING_LEVEL": "WARNING",
-                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                   "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"})
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -71,7 +63,7 @@ def run_flow(task_runner, tasks) -> tuple[list[float], float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__, repeats=None)
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--speed", type=float, default=600.0)
     parser.add_argument("--capacity", type=int, default=30)
@@ -105,11 +97,11 @@ def main() -> None:
         "deferred": deferred, "capacity_per_hour": args.capacity,
         "max_tasks_starting_in_one_hour": max(per_hour.values()),
         "hours_used": len(per_hour),
-        "submit_ms_median_baseline": round(1000 * statistics.median(baseline_submits), 3),
-        "submit_ms_median_carbon": round(1000 * statistics.median(carbon_submits), 3),
-        "overhead_ms_median": round(1000 * statistics.median(overhead), 3),
+        "submit_ms_median_baseline": round(1000 * median(baseline_submits), 3),
+        "submit_ms_median_carbon": round(1000 * median(carbon_submits), 3),
+        "overhead_ms_median": round(1000 * median(overhead), 3),
         "overhead_ms_mean": round(1000 * statistics.fmean(overhead), 3),
-        "runner_internal_ms_median": round(1000 * statistics.median(active.submit_seconds), 3),
+        "runner_internal_ms_median": round(1000 * median(active.submit_seconds), 3),
         "runner_internal_ms_mean": round(1000 * statistics.fmean(active.submit_seconds), 3),
         "flow_wall_s_baseline": round(baseline_wall, 2),
         "flow_wall_s_carbon": round(carbon_wall, 2),
@@ -134,7 +126,7 @@ def main() -> None:
     print(f"  saving vs running now at home: expected {figures['expected_saving_pct']} %, "
           f"realised {figures['realised_saving_pct']} % (tasks took "
           f"{figures['mean_actual_grid_minutes']} grid minutes on average, planned 30)")
-    print(json.dumps(figures))
+    emit(figures)
 
 
 if __name__ == "__main__":

@@ -14,16 +14,13 @@ Medians of ``--repeats`` runs. Last line: one JSON object.
 
 from __future__ import annotations
 
-import argparse
-import json
+from harness import arguments, emit, median, timed
+
+# isort: split
 import os
-import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dask import delayed
 
@@ -45,8 +42,7 @@ def tree(leaves: int, salt: int):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = arguments(__doc__)
     parser.add_argument("--leaves", type=int, default=500)
     args = parser.parse_args()
     from distributed import Client, LocalCluster
@@ -88,13 +84,12 @@ def main() -> None:
     node_store.put("ab" * 32, payload)
     reads = []
     for _ in range(args.repeats):
-        started = time.perf_counter()
-        value = node_store.get("ab" * 32)
-        reads.append(time.perf_counter() - started)
+        seconds, value = timed(lambda: node_store.get("ab" * 32))
+        reads.append(seconds)
         assert len(value) == len(payload)
     assert node_store.counters.tier("node").hits == args.repeats
 
-    med = statistics.median
+    med = median
     figures = {
         "tasks": tasks, "task_seconds": 0.01, "repeats": args.repeats,
         "plain_dask_s": round(med(plain), 3), "cached_cold_s": round(med(cold), 3),
@@ -114,7 +109,7 @@ def main() -> None:
           f"overhead {figures['cold_overhead_ms_per_task']} ms per task (keying, storing)")
     print(f"  node tier: 100 MB read in {figures['node_read_100mb_s']} s = "
           f"{figures['node_read_GBps']} GB/s (goal >= 1 GB/s)")
-    print(json.dumps(figures))
+    emit(figures)
 
 
 if __name__ == "__main__":

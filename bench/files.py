@@ -22,20 +22,15 @@ median of ``--repeats`` runs (default 5). Prints a table, then one JSON object a
 
 from __future__ import annotations
 
-import argparse
-import json
+from harness import MB, arguments, emit, median, timed
+
+# isort: split
 import os
 import random
 import shutil
-import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import boto3
 import fsspec
@@ -49,7 +44,6 @@ from flowcache.tiers.node import NodeTier
 from flowcache.tiers.objects import ObjectTier
 from tests.servers import MotoServer
 
-MB = 1 << 20
 # This VM (firecracker, free page reporting) makes every first touch of fresh memory slow
 # (~1 ms per MB), which dominates a 200 MB re-read. Run it with glibc keeping freed memory
 # (MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736), for both sides alike, to measure
@@ -86,15 +80,8 @@ class Stores:
         shutil.rmtree(self.disk_root, ignore_errors=True)
 
 
-def timed(fn) -> tuple[float, object]:
-    start = time.perf_counter()
-    value = fn()
-    return time.perf_counter() - start, value
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = arguments(__doc__)
     parser.add_argument("--random-reads", type=int, default=200)
     parser.add_argument("--big-mb", type=int, default=200)
     parser.add_argument("--huge-mb", type=int, default=1024)
@@ -165,7 +152,7 @@ def main() -> None:
                     chunk = handle.read(MB)
                     times.append(time.perf_counter() - start)
                     assert chunk == huge[offset:offset + MB]
-            random_ms[label] = (statistics.median(times) * 1e3,
+            random_ms[label] = (median(times) * 1e3,
                                 sorted(times)[int(len(times) * 0.9)] * 1e3)
         plain_range = []
         for offset in offsets[:repeats]:
@@ -178,7 +165,7 @@ def main() -> None:
         stores.cleanup()
         server.stop()
 
-    med = statistics.median
+    med = median
     figures = {
         "repeats": repeats, "object_mb": args.big_mb, "huge_mb": args.huge_mb,
         "allocator": ALLOCATOR,
@@ -220,7 +207,7 @@ def main() -> None:
     for case, seconds, note in rows:
         print(f"{case:<38} {seconds:10.4f}  {note}")
     print(f"allocator: {ALLOCATOR}; goals: {goals}")
-    print(json.dumps({"goals": goals, **figures}))
+    emit({"goals": goals, **figures})
 
 
 if __name__ == "__main__":

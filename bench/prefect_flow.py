@@ -16,29 +16,21 @@ PREFECT_HOME. Prints a table; the last line is one JSON object.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import statistics
-import sys
+from harness import arguments, emit, median, timed
+
+# isort: split
 import tempfile
 import time
 from pathlib import Path
 
-_HOME = tempfile.mkdtemp(prefix="flowcache-bench-prefect-")
-os.environ.update({"PREFECT_HOME": _HOME, "PREFECT_LOGGING_LEVEL": "WARNING",
-                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                   "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"})
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from prefect import flow, task
+from prefect.cache_policies import INPUTS
 
-from prefect import flow, task  # noqa: E402
-from prefect.cache_policies import INPUTS  # noqa: E402
-
-from flowcache.identity import Identity, new_key  # noqa: E402
-from flowcache.store import TieredStore  # noqa: E402
-from flowcache.tiers.memory import MemoryTier  # noqa: E402
-from flowcache.tiers.objects import ObjectTier  # noqa: E402
-from prefect_cache import cache  # noqa: E402
+from flowcache.identity import Identity, new_key
+from flowcache.store import TieredStore
+from flowcache.tiers.memory import MemoryTier
+from flowcache.tiers.objects import ObjectTier
+from prefect_cache import cache
 
 
 def small_body(i: int) -> int:
@@ -72,27 +64,21 @@ def make_flows(store: TieredStore | None, tasks: int, mb: int):
     return many, one_big
 
 
-def timed(fn, repeats: int) -> dict[str, float]:
+def cold_and_warm(fn, repeats: int) -> dict[str, float]:
     """Cold and median-warm times: of the tasks inside the flow, and of the whole flow run.
 
     The whole run includes Prefect's fixed per-flow costs (API calls, and up to 1 s waiting
     for its heartbeat thread at exit), the same for every variant.
     """
-    start = time.perf_counter()
-    cold_tasks = fn()
-    cold_flow = time.perf_counter() - start
-    tasks_s, flows_s = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        tasks_s.append(fn())
-        flows_s.append(time.perf_counter() - start)
+    cold_flow, cold_tasks = timed(fn)
+    runs = [timed(fn) for _ in range(repeats)]
     return {"cold_tasks_s": cold_tasks, "cold_flow_s": cold_flow,
-            "warm_tasks_s": statistics.median(tasks_s), "warm_flow_s": statistics.median(flows_s)}
+            "warm_tasks_s": median(tasks for _, tasks in runs),
+            "warm_flow_s": median(flow_s for flow_s, _ in runs)}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = arguments(__doc__)
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--mb", type=int, default=100)
     args = parser.parse_args()
@@ -107,8 +93,8 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {}
     for name, store in variants.items():
         many, one_big = make_flows(store, args.tasks, args.mb)
-        small = timed(many, args.repeats)
-        big = timed(one_big, args.repeats)
+        small = cold_and_warm(many, args.repeats)
+        big = cold_and_warm(one_big, args.repeats)
         results[name] = {**{f"small_{k}": v for k, v in small.items()},
                          **{f"big_{k}": v for k, v in big.items()}}
     native = results["prefect_native"]
@@ -139,7 +125,7 @@ def main() -> None:
               f"{figures[f'{name}_small_warm_flow_time_vs_native']} whole flow (goal <= 1.0); "
               f"{args.mb} MB warm hit speed-up vs native = "
               f"{figures[f'{name}_big_warm_hit_speedup_vs_native']}x (goal >= 10x)")
-    print(json.dumps(figures))
+    emit(figures)
 
 
 if __name__ == "__main__":

@@ -15,20 +15,13 @@ operation measured in the same run. Prints a table, then one JSON object as the 
 
 from __future__ import annotations
 
-import argparse
-import json
+from harness import MB, arguments, emit, median_seconds
+
+# isort: split
 import os
-import statistics
-import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
-
-os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import fsspec
 import redis
@@ -41,20 +34,7 @@ from flowcache.tiers.objects import ObjectTier
 from flowcache.tiers.redis import RedisTier
 from tests.servers import GcsServer, MotoServer, RedisServer
 
-MB = 1 << 20
 BIG = 100 * MB
-
-
-def median_seconds(fn: Callable[[], object], repeats: int, setup: Callable[[], object] | None = None
-                   ) -> float:
-    times = []
-    for _ in range(repeats):
-        if setup is not None:
-            setup()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 class Results:
@@ -146,8 +126,7 @@ def store_frame(store: TieredStore, value: bytes):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = arguments(__doc__)
     parser.add_argument("--small-count", type=int, default=10_000)
     parser.add_argument("--remote-small-count", type=int, default=300)
     parser.add_argument("--skip-gcs", action="store_true")
@@ -253,7 +232,7 @@ def main() -> None:
     print("goals: memory hit >= 2 GB/s: {memory_100m_hit_GBps} GB/s; redis 100MB get >= 0.8x raw:"
           " {redis_100m_get_vs_raw}x; redis 1KB get time <= 1.5x raw: {redis_1k_get_time_vs_raw}x;"
           " keying >= 1 GB/s: {keying_100m_GBps} GB/s".format(**goals))
-    print(json.dumps({"repeats": repeats, "goals": goals, **figures}))
+    emit({"repeats": repeats, "goals": goals, **figures})
 
 
 if __name__ == "__main__":

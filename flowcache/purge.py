@@ -1,4 +1,4 @@
-"""Lifetimes in practice: tracking a flow run's intermediates, purging them, sweeping leftovers.
+"""Enforcing lifetimes: a flow run's intermediates tracked and purged, leftovers swept by gc.
 
 Entries with lifetime ``flow`` must disappear when the run that wrote them ends, whichever
 process wrote them (a Dask worker, a relocated task) and however the run ends. So each such

@@ -1,6 +1,7 @@
-"""Content keys: a canonical, type-dispatched blake3 hash of a task's code and inputs.
+"""Canonical hashing: a type-dispatched blake3 digest of values, the same in every process.
 
-``key = H(namespace, task identity, version, canonical inputs)``. Every value is fed to the hash
+``key = H(namespace, task identity, version, canonical inputs)`` (:func:`content_key`; what the
+inputs are is the key recipe's to say, :mod:`flowcache.keys.recipe`). Every value is fed to the hash
 as a type tag followed by a length-prefixed canonical encoding, so equal inputs give equal keys in
 any process and under any ``PYTHONHASHSEED`` (sets and dicts are ordered by their elements'
 digests, never by Python's ``hash``). Pickles are never used as keys: they are not deterministic.

@@ -1,4 +1,4 @@
-"""Blend: flowcache's forecasting method, an equal-weight average of three simple forecasters.
+"""Blend: the ensemble's members, and their equal-weight average (the previous default method).
 
 Why a blend: in the evaluation (docs/carbon-eval.md) every single method built from a region's
 own past (daily profiles, analogs, linear autoregression, even a small neural network) captured
