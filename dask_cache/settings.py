@@ -13,7 +13,7 @@ from pathlib import Path
 import dask.config
 import yaml
 
-from flowcache.config import parse_size
+from flowcache.units import parse_size
 
 _DEFAULTS = Path(__file__).with_name("dask_cache.yaml")
 

@@ -24,7 +24,7 @@ from flowcache.accounts.ledger import ledger_of
 from flowcache.carbon.cli import carbon_app
 from flowcache.config import StoreConfig, TierSpec
 from flowcache.errors import ConfigError, FlowcacheError
-from flowcache.lifetimes import parse_duration
+from flowcache.units import parse_duration
 from flowcache.purge import PurgeReport, clear, sweep
 
 app = typer.Typer(help="flowcache: tiered content-addressed cache and carbon-aware scheduling.",
@@ -103,7 +103,7 @@ def clear_command(
         console.print("[red]say what to clear:[/red] --all, --flow NAME or --older-than 7d")
         raise typer.Exit(2)
     store = _config().build()
-    seconds = parse_duration(older_than) if older_than else None
+    seconds = parse_duration(older_than, "--older-than") if older_than else None
     report = clear(store, flow=flow, older_than=seconds)
     _print_report("cleared", report)
 
@@ -118,7 +118,7 @@ def gc_command(
     from flowcache.files import sweep_files
 
     store = _config().build()
-    report = sweep(store, stale_after=parse_duration(stale_after))
+    report = sweep(store, stale_after=parse_duration(stale_after, "--stale-after"))
     _print_report("collected", report)
     files = sweep_files(store)
     if files.urls:

@@ -56,24 +56,11 @@ from flowcache.locks import FileLocks, Locks, RedisLocks
 from flowcache.store import TieredStore
 from flowcache.tiers import is_registered, tier_class
 from flowcache.tiers.base import Tier
+from flowcache.units import parse_size
 
 APP = "flowcache"
 _SPLIT = re.compile(r"\+(?=[A-Za-z][A-Za-z0-9.-]*(?:://|\?|\+|$)|[/~.])")
 _CLUSTER = "redis+cluster://"
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "ki": 2**10, "kib": 2**10,
-               "m": 10**6, "mb": 10**6, "mi": 2**20, "mib": 2**20, "g": 10**9, "gb": 10**9,
-               "gi": 2**30, "gib": 2**30, "t": 10**12, "tb": 10**12, "ti": 2**40, "tib": 2**40}
-
-
-def parse_size(text: str | int) -> int:
-    """``"512MiB"`` -> 536870912; plain integers are bytes."""
-    if isinstance(text, int):
-        return text
-    match = _SIZE.match(text)
-    if not match:
-        raise ConfigError(f"cannot read {text!r} as a size; use e.g. 512MiB or 2GB")
-    return int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()])
 
 
 def split_store_spec(spec: str) -> list[str]:

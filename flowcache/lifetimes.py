@@ -2,18 +2,19 @@
 
 Every entry has exactly one lifetime (DESIGN invariant 5): ``FLOW`` (purged when the flow run that
 wrote it ends), a ``TTL`` or ``KEEP``. They are values, not strings parsed later; ``parse_lifetime``
-is the one place user spellings (``"flow"``, ``"2h"``, ``3600``, ``"keep"``) become them.
+is the one place user spellings (``"flow"``, ``"2h"``, ``3600``, ``"keep"``) become them
+(durations as :mod:`flowcache.units` reads them).
 """
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from flowcache.errors import ConfigError
+from flowcache.units import parse_duration
 
 
 @dataclass(frozen=True)
@@ -66,25 +67,8 @@ Lifetime = Keep | TTL | FlowScoped
 KEEP = Keep()
 FLOW = FlowScoped()
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|day|w)?s?\s*$", re.IGNORECASE)
-_UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600,
-          "d": 86400, "day": 86400, "w": 604800}
-
-
-def parse_duration(value: str | float | timedelta) -> float:
-    """``"90s"``, ``"2h"``, ``"7d"``, ``3600`` or a ``timedelta`` -> seconds."""
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, (int, float)):
-        return float(value)
-    match = _DURATION.match(value)
-    if not match:
-        raise ConfigError(f"cannot read {value!r} as a duration; use e.g. '90s', '2h' or '7d'")
-    unit = match.group(2).lower() if match.group(2) else None
-    return float(match.group(1)) * _UNITS[unit]
-
-
-def parse_lifetime(value: Lifetime | str | float | timedelta | None) -> Lifetime:
+def parse_lifetime(value: Lifetime | str | float | timedelta | None,
+                   setting: str = "lifetime") -> Lifetime:
     """The one place user spellings become lifetime values (``None`` means keep)."""
     if isinstance(value, (Keep, TTL, FlowScoped)):
         return value
@@ -92,7 +76,11 @@ def parse_lifetime(value: Lifetime | str | float | timedelta | None) -> Lifetime
         return KEEP
     if isinstance(value, str) and value.strip().lower() == "flow":
         return FLOW
-    return TTL(parse_duration(value))
+    seconds = parse_duration(value, setting)
+    if seconds <= 0:
+        raise ConfigError(f"{setting}={value!r}: a lifetime must be positive; use 'flow', "
+                          "'keep' or a duration such as '2h'")
+    return TTL(seconds)
 
 
 def lifetime_from_header(data: dict[str, Any]) -> Lifetime:

@@ -26,7 +26,7 @@ from flowcache.carbon.planner import plan_with_provider
 from flowcache.carbon.providers import IntensityProvider
 from flowcache.carbon.timestamps import to_epoch
 from flowcache.errors import ConfigError
-from flowcache.lifetimes import parse_duration
+from flowcache.units import parse_duration
 
 
 def window_bounds(window: str, *, day: dt.date, tz: str = "UTC") -> tuple[float, float]:

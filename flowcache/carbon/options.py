@@ -15,7 +15,7 @@ from typing import Any
 from flowcache.carbon.emissions import PowerModel
 from flowcache.carbon.timestamps import to_epoch
 from flowcache.errors import ConfigError
-from flowcache.lifetimes import parse_duration
+from flowcache.units import parse_duration
 
 MODES = ("advise", "defer", "relocate", "defer+relocate")
 
@@ -61,9 +61,9 @@ def carbon_options(*, max_delay: str | float | timedelta | None = None,
         raise ConfigError("carbon(regions=...) takes a list of region names")
     options = CarbonOptions(
         mode=chosen,
-        max_delay=None if max_delay is None else parse_duration(max_delay),
+        max_delay=None if max_delay is None else parse_duration(max_delay, "max_delay"),
         deadline=None if deadline is None else to_epoch(deadline),
-        duration=None if duration is None else parse_duration(duration),
+        duration=None if duration is None else parse_duration(duration, "duration"),
         power=power if isinstance(power, PowerModel) else None,
         power_w=float(power) if isinstance(power, (int, float)) else None,
         energy_kwh=energy_kwh, regions=tuple(regions), interruptible=interruptible,

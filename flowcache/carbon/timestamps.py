@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from flowcache.errors import ConfigError
-from flowcache.lifetimes import parse_duration
+from flowcache.units import parse_duration
 
 TimeLike = float | int | datetime | str | np.datetime64
 

@@ -26,7 +26,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from flowcache.errors import ConfigError
-from flowcache.lifetimes import parse_duration
+from flowcache.units import parse_duration
 
 if TYPE_CHECKING:
     from flowcache.files.versions import Version
@@ -99,13 +99,13 @@ def parse_consistency(value: Consistency | str | float | timedelta | None) -> Co
         if text in ("never", "immutable"):
             return NEVER
         try:
-            return Every(parse_duration(text))
+            return Every(parse_duration(value, "consistency"))
         except ConfigError:
-            raise ConfigError(f"unknown consistency {value!r}: use 'always', 'never' or an "
-                              "interval such as '30s' or 300") from None
+            raise ConfigError(f"consistency={value!r} is neither 'always', 'never' nor an "
+                              "interval: use e.g. consistency='30s', '5min' or 300") from None
     if isinstance(value, bool):
         raise ConfigError("consistency takes 'always', 'never' or an interval, not a bool")
-    return Every(parse_duration(value))
+    return Every(parse_duration(value, "consistency"))
 
 
 @dataclass(frozen=True)

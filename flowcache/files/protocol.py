@@ -53,6 +53,7 @@ from flowcache.files.versions import Version, canonical_url, protocol_of, versio
 from flowcache.files.writes import ConfirmedWriteFile, Spool, cache_written
 from flowcache.lifetimes import FlowScoped, Lifetime, parse_lifetime
 from flowcache.store import TieredStore
+from flowcache.units import parse_size
 
 log = logging.getLogger("flowcache.files")
 
@@ -85,7 +86,7 @@ class FlowcacheFileSystem(ChainedFileSystem):
                  clock: Callable[[], float] = time.monotonic, fo: str | None = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        from flowcache.config import default_store, parse_size
+        from flowcache.config import default_store
 
         if (fs is None) == (target_protocol is None):
             raise ValueError("flowcache:: wraps another filesystem: give a chained URL such as "
