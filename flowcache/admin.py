@@ -26,13 +26,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from flowcache.accounts.ledger import Ledger
 from flowcache.errors import ConfigError
 from flowcache.identity import is_entry_name, validate_user
+from flowcache.locks import load_library
 from flowcache.tiers.base import Tier
 
 # -- Redis ACLs ----------------------------------------------------------------------------------
 #: what the tiers and locks send: GET/SET/GETRANGE/EXISTS/DEL/PTTL for frames, SADD/SREM/SSCAN
-#: for the index, SET NX + EVAL (GET/DEL/PEXPIRE inside) for leases, SELECT for a database.
+#: for the index, SET NX + FCALL of flowcache's function library (loaded by the operator) for
+#: leases, SELECT for a database. Never EVAL: a tenant's endless script would make Redis
+#: answer BUSY to every tenant; FCALL runs only the operator's code.
 TENANT_COMMANDS = ("ping", "select", "get", "set", "getrange", "exists", "del", "pttl",
-                   "pexpire", "sadd", "srem", "sscan", "eval")
+                   "pexpire", "sadd", "srem", "sscan", "fcall")
 #: the ledger stream is append-only for its tenant: no XDEL, XTRIM or DEL
 LEDGER_COMMANDS = ("xadd", "xrange", "xlen")
 ACL_USER_PREFIX = "flowcache-"
@@ -78,7 +81,9 @@ class RedisTenant:
 
 def provision_redis_user(client: Any, user: str, *, prefix: str = "flowcache:",
                          password: str | None = None) -> RedisTenant:
-    """Create (or reset) ``user``'s Redis ACL user through an admin connection."""
+    """Create (or reset) ``user``'s Redis ACL user through an admin connection, and load the
+    function library its leases call (tenants may FCALL it, never EVAL)."""
+    load_library(client)
     password = password or secrets.token_urlsafe(32)
     rules = tenant_acl_rules(user, hashlib.sha256(password.encode()).hexdigest(), prefix)
     acl_user = acl_username(user)

@@ -6,10 +6,13 @@ keeps one breaker per hot tier and sends every call to that tier through :meth:`
 
 * while the tier backs off the call is skipped (counted ``skipped``);
 * a :class:`~flowcache.errors.TierUnavailable` opens the breaker: the tier is skipped until
-  ``retry_at`` (exponential backoff from ``base`` to ``cap`` seconds), then tried again, and a
-  success closes it and logs that the tier is back;
-* any other error (the tier refused this one operation: a full disk, an item too large, a
-  permission) fails only that call, with one warning per kind of error: it is not an outage.
+  ``retry_at`` (exponential backoff from ``base`` to ``cap`` seconds); then one call, and one
+  only, is let through as a trial (half-open: the other threads keep skipping meanwhile),
+  and a success closes the breaker and logs that the tier is back; a failed trial backs off
+  longer;
+* any other error (:class:`~flowcache.errors.TierRefused` or another: the tier refused this
+  one operation, being full, busy or out of connections) fails only that call, with one
+  warning per kind of error: the tier answered, so it is not an outage.
 """
 
 from __future__ import annotations
@@ -39,11 +42,19 @@ class TierBreaker:
         self.counters = counters or StoreCounters()
         self.failures = 0
         self.retry_at = 0.0
+        self._trial = False  # a call is testing the tier after a backoff
         self._lock = threading.Lock()
         self._warned: set[type] = set()
 
     def available(self) -> bool:
-        return self.failures == 0 or self.clock() >= self.retry_at
+        """Whether a call may go to the tier now (after a backoff: the one trial call)."""
+        if self.failures == 0:
+            return True
+        with self._lock:
+            if self._trial or self.clock() < self.retry_at:
+                return False
+            self._trial = True
+            return True
 
     def call(self, action: str, operation: Callable[[], T]) -> tuple[bool, T | None]:
         """``(True, result)`` of ``operation()``, or ``(False, None)`` when the tier was
@@ -60,12 +71,14 @@ class TierBreaker:
         except Exception as exc:
             self.counters.add(self.tier.name, errors=1)
             self._warn_once(exc, action)
+            self.succeeded()  # it answered: up, though this operation was refused
             return False, None
         self.succeeded()
         return True, result
 
     def failed(self, exc: BaseException) -> None:
         with self._lock:
+            self._trial = False
             self.failures += 1
             delay = min(self.cap, self.base * 2 ** (self.failures - 1))
             self.retry_at = self.clock() + delay
@@ -77,9 +90,10 @@ class TierBreaker:
     def succeeded(self) -> None:
         if self.failures:
             with self._lock:
-                outage = self.failures
-                self.failures = 0
-            log.warning("%s is back after %d failed attempts", self.tier.describe(), outage)
+                outage, self.failures, self._trial = self.failures, 0, False
+            if outage:
+                log.warning("%s is back after %d failed attempts", self.tier.describe(),
+                            outage)
 
     def _warn_once(self, exc: BaseException, action: str) -> None:
         if type(exc) not in self._warned:

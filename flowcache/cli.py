@@ -24,8 +24,8 @@ from flowcache.accounts.ledger import ledger_of
 from flowcache.carbon.cli import carbon_app
 from flowcache.config import StoreConfig, TierSpec
 from flowcache.errors import ConfigError, FlowcacheError
-from flowcache.units import parse_duration
 from flowcache.purge import PurgeReport, clear, sweep
+from flowcache.units import parse_duration
 
 app = typer.Typer(help="flowcache: tiered content-addressed cache and carbon-aware scheduling.",
                   no_args_is_help=True, add_completion=False)

@@ -43,90 +43,28 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import platformdirs
 
 from flowcache.accounts.ledger import Ledger, RedisBackend, SQLiteBackend
 from flowcache.buffers import use_huge_pages
-from flowcache.errors import ConfigError
+from flowcache.errors import ConfigError, suggestion
 from flowcache.identity import Identity, key_from_hex, load_or_create_key, validate_user
 from flowcache.keys.fingerprints import Fingerprinter
 from flowcache.locks import FileLocks, Locks, RedisLocks
 from flowcache.store import TieredStore
-from flowcache.tiers import is_registered, tier_class
-from flowcache.tiers.base import Tier
-from flowcache.units import parse_size
+from flowcache.tiers.spec import TierSpec, parse_store_spec, split_store_spec
+from flowcache.units import parse_duration, parse_size
+
+__all__ = ["SETTINGS", "StoreConfig", "TierSpec", "default_store", "flowcache_user",
+           "parse_size", "set_default_store", "split_store_spec", "store_for_user", "use_store"]
 
 APP = "flowcache"
-_SPLIT = re.compile(r"\+(?=[A-Za-z][A-Za-z0-9.-]*(?:://|\?|\+|$)|[/~.])")
-_CLUSTER = "redis+cluster://"
-
-
-def split_store_spec(spec: str) -> list[str]:
-    protected = spec.strip().replace(_CLUSTER, "\0")  # the one scheme with a '+' in it
-    parts = [part.strip().replace("\0", _CLUSTER) for part in _SPLIT.split(protected)
-             if part.strip()]
-    if not parts:
-        raise ConfigError("the store spec is empty")
-    return parts
-
-
-@dataclass(frozen=True)
-class TierSpec:
-    """One tier of a store spec: the scheme that picks its class, its URL and its options."""
-
-    scheme: str  # a registered scheme ("memory", "redis", "node"...) or "object"
-    url: str  # the URL handed to the backend, our options removed
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def kind(self) -> str:
-        """The tier's class name in words: ``memory``, ``node``, ``redis``, ``object``..."""
-        return tier_class(self.scheme).name
-
-    @property
-    def tier_class(self) -> type[Tier]:
-        return tier_class(self.scheme)
-
-    @classmethod
-    def parse(cls, text: str) -> TierSpec:
-        scheme = text.split("://", 1)[0].lower() if "://" in text else text.split("?", 1)[0]
-        if scheme == "memory" and "://" in text and urlsplit(text).path not in ("", "/"):
-            scheme = "object"  # memory://bucket/path is fsspec's in-memory filesystem
-        elif not is_registered(scheme):
-            scheme = "object"  # a path, file://, s3://, gs://...: fsspec's object stores
-        allowed = tier_class(scheme).url_options
-        parts = urlsplit(text)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        ours = {k: v for k, v in query if k in allowed}
-        if scheme == "object" and not ours and "?" in text:
-            return cls(scheme, text, {})  # a literal '?' in a path: leave it alone
-        rest = urlencode([(k, v) for k, v in query if k not in allowed])
-        url = urlunsplit(parts._replace(query=rest)) if "://" in text else text.split("?")[0]
-        return cls(scheme, url, {k: _convert(v, allowed[k], k) for k, v in ours.items()})
-
-    def build(self, storage_options: Mapping[str, Mapping[str, Any]] | None = None) -> Tier:
-        """The tier this spec names, with the store's storage options (per protocol)."""
-        return self.tier_class.from_url(self.url, storage_options=storage_options or {},
-                                        **self.options)
-
-
-def _convert(value: str, kind: str, name: str) -> Any:
-    if kind == "size":
-        return parse_size(value)
-    if kind == "bool":
-        if value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"option {name} takes true or false, not {value!r}")
-    if kind in ("int", "float"):
-        try:
-            return int(value) if kind == "int" else float(value)
-        except ValueError:
-            raise ConfigError(f"option {name} takes a number, not {value!r}") from None
-    return value
+#: every setting, by its name in the TOML file (the variable is FLOWCACHE_<NAME upper-cased>)
+SETTINGS = ("store", "user", "signing_key", "signing_key_file", "keys_dir", "storage_options",
+            "locks", "lock_dir", "lock_lease", "ledger", "huge_pages")
+#: variables that are not settings of a store: the config file's path
+OTHER_VARIABLES = ("FLOWCACHE_CONFIG",)
 
 
 @dataclass(frozen=True)
@@ -139,6 +77,8 @@ class StoreConfig:
     storage_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     locks: str = "auto"
     lock_dir: Path = field(default_factory=lambda: default_cache_dir() / "locks")
+    #: how long a Redis lease lasts unrenewed: the longest wait after a producer is killed
+    lock_lease: float = 30.0
     ledger: str = "auto"
     keys_dir: Path = field(default_factory=lambda: default_config_dir() / "keys")
     #: advise huge pages for large read buffers (process-wide; see flowcache.buffers)
@@ -146,15 +86,25 @@ class StoreConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StoreConfig:
+        """The configuration of the environment (then the TOML file), checked strictly: an
+        unknown variable or key, a bad value or a store chain that cannot work is a
+        :class:`ConfigError` naming it, before anything is built."""
         env = os.environ if env is None else env
         file_settings = _read_config_file(env)
+        _check_names(env, file_settings)
 
         def setting(name: str, default: Any = None) -> Any:
             value = env.get(f"FLOWCACHE_{name.upper()}")
             return value if value is not None else file_settings.get(name, default)
 
         spec = setting("store") or default_store_spec()
-        tiers = tuple(spec) if isinstance(spec, list) else tuple(split_store_spec(spec))
+        if isinstance(spec, list):
+            tiers = tuple(str(text) for text in spec)
+        elif isinstance(spec, str):
+            tiers = tuple(split_store_spec(spec))
+        else:
+            raise ConfigError(f"store = {spec!r}: give a string or a list of tier URLs")
+        parse_store_spec(tiers)  # fail here, at configuration time, not at the first write
         user = validate_user(setting("user") or _login_name())
         keys_dir = Path(setting("keys_dir") or default_config_dir() / "keys").expanduser()
         key_hex = setting("signing_key")
@@ -166,8 +116,13 @@ class StoreConfig:
         options = _storage_options(setting("storage_options"))
         locks = str(setting("locks", "auto")).lower()
         if locks not in ("auto", "redis", "file", "thread"):
-            raise ConfigError(f"FLOWCACHE_LOCKS must be auto, redis, file or thread: {locks!r}")
+            raise ConfigError(f"FLOWCACHE_LOCKS={locks!r}: use auto, redis, file or thread "
+                              "(e.g. FLOWCACHE_LOCKS=auto)")
         lock_dir = Path(setting("lock_dir") or default_cache_dir() / "locks").expanduser()
+        lease = parse_duration(setting("lock_lease", 30.0), "FLOWCACHE_LOCK_LEASE")
+        if lease < 1:
+            raise ConfigError(f"FLOWCACHE_LOCK_LEASE={setting('lock_lease')!r} is under a "
+                              "second: a lease is renewed every third of it; use e.g. 30s")
         ledger = str(setting("ledger", "auto")).strip()
         if ledger.lower() in ("auto", "off", "sqlite", "redis"):
             ledger = ledger.lower()
@@ -176,10 +131,10 @@ class StoreConfig:
                               "or a redis:// URL")
         huge_pages = setting("huge_pages", False)
         if not isinstance(huge_pages, bool):
-            huge_pages = _convert(str(huge_pages), "bool", "FLOWCACHE_HUGE_PAGES")
+            huge_pages = _boolean(str(huge_pages), "FLOWCACHE_HUGE_PAGES")
         return cls(tiers=tiers, user=user, signing_key=key, storage_options=options,
-                   locks=locks, lock_dir=lock_dir, ledger=ledger, keys_dir=keys_dir,
-                   huge_pages=huge_pages)
+                   locks=locks, lock_dir=lock_dir, lock_lease=lease, ledger=ledger,
+                   keys_dir=keys_dir, huge_pages=huge_pages)
 
     def for_user(self, user: str, signing_key: bytes | None = None) -> StoreConfig:
         """This configuration as ``user``: their namespace, and their key (or key file)."""
@@ -198,7 +153,7 @@ class StoreConfig:
 
     def build(self) -> TieredStore:
         use_huge_pages(self.huge_pages)
-        tiers = [TierSpec.parse(text).build(self.storage_options) for text in self.tiers]
+        tiers = [spec.build(self.storage_options) for spec in parse_store_spec(self.tiers)]
         store = TieredStore(tiers, identity=self.identity, locks=self._locks(tiers),
                             storage_options=self.storage_options)
         store.config = self
@@ -212,7 +167,7 @@ class StoreConfig:
         if self.ledger == "off":
             return None
         if tiers is None:
-            tiers = [spec.build(self.storage_options) for spec in map(TierSpec.parse, self.tiers)
+            tiers = [spec.build(self.storage_options) for spec in parse_store_spec(self.tiers)
                      if spec.kind == "redis"]
         redis_tier = next((t for t in tiers if t.name == "redis"), None)
         if self.ledger in ("auto", "redis") and redis_tier is not None:
@@ -221,7 +176,7 @@ class StoreConfig:
             raise ConfigError("FLOWCACHE_LEDGER=redis needs a redis tier in FLOWCACHE_STORE "
                               "(or give the ledger its own redis:// URL)")
         if self.ledger.split("://", 1)[0] in ("redis", "rediss", "unix"):
-            tier = TierSpec.parse(self.ledger).build()
+            tier = TierSpec.parse(self.ledger, "FLOWCACHE_LEDGER").build()
             return Ledger(RedisBackend(tier.client, prefix=tier.prefix))
         if self.ledger in ("auto", "sqlite"):
             return Ledger(SQLiteBackend(default_cache_dir() / "ledger.sqlite3"))
@@ -237,8 +192,30 @@ class StoreConfig:
             raise ConfigError("FLOWCACHE_LOCKS=redis needs a redis tier in FLOWCACHE_STORE")
         if redis_tier is not None and self.locks in ("auto", "redis"):
             return RedisLocks(redis_tier.client, prefix=f"{redis_tier.prefix}lock:",
-                              fallback=files)
+                              lease=self.lock_lease, fallback=files)
         return files
+
+
+def _check_names(env: Mapping[str, str], file_settings: Mapping[str, Any]) -> None:
+    """Unknown ``FLOWCACHE_*`` variables and TOML keys are typos: say which, and the fix."""
+    known = {f"FLOWCACHE_{name.upper()}" for name in SETTINGS} | set(OTHER_VARIABLES)
+    for name in env:
+        if name.startswith("FLOWCACHE_") and name not in known:
+            raise ConfigError(f"{name} is not a flowcache setting"
+                              f"{suggestion(name, sorted(known))}; the settings are "
+                              f"{', '.join(sorted(known))}")
+    for key in file_settings:
+        if key not in SETTINGS:
+            raise ConfigError(f"[flowcache] {key} = ... in the config file is not a setting"
+                              f"{suggestion(key, SETTINGS)}; the keys are {', '.join(SETTINGS)}")
+
+
+def _boolean(value: str, name: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={value!r} takes true or false (e.g. {name}=false)")
 
 
 def _storage_options(value: Any) -> dict[str, dict[str, Any]]:

@@ -8,9 +8,18 @@ the builtins keeps working. Each message says what happened and what to do about
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class FlowcacheError(Exception):
     """Base class of every error flowcache raises on purpose."""
+
+
+def suggestion(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'memory'?)`` when ``word`` looks like a typo of one of ``choices``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class UnhashableInput(FlowcacheError, TypeError):
@@ -91,6 +100,11 @@ class DurableWriteError(FlowcacheError, OSError):
 
 class TierUnavailable(FlowcacheError, ConnectionError):
     """A tier's backend cannot be reached right now (a hot tier the store can do without)."""
+
+
+class TierRefused(FlowcacheError, OSError):
+    """A tier's backend is up but refused this one operation (out of memory, busy, no
+    permission, a value too large, no free connection): only the operation fails."""
 
 
 class ConfigError(FlowcacheError, ValueError):

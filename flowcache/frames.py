@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 import struct
 import time
 from dataclasses import dataclass, field
@@ -56,6 +57,14 @@ class Header:
     def expires_at(self) -> float | None:
         value = self.lifetime.get("expires_at")
         return float(value) if value is not None else None
+
+    def ttl_left(self, now: float | None = None) -> float | None:
+        """Seconds until the entry expires (at least a millisecond), None if it never does:
+        what a hot tier is given when the entry is copied into it."""
+        expiry = self.expires_at
+        if expiry is None:
+            return None
+        return max(0.001, expiry - (time.time() if now is None else now))
 
     def expired(self, now: float | None = None) -> bool:
         expiry = self.expires_at
@@ -270,6 +279,7 @@ def read_frame(handle: BinaryIO, into: memoryview | None = None) -> Frame:
     instead and the frame's payload part is a read-only view of it: a large result is then
     filled where it ends up, without an intermediate copy. A payload of another size is read
     as usual (the caller copies what it gets)."""
+    total = os.fstat(handle.fileno()).st_size - handle.tell()
     start = handle.read(_PREFIX.size)
     try:
         end = header_length(start)
@@ -277,6 +287,10 @@ def read_frame(handle: BinaryIO, into: memoryview | None = None) -> Frame:
         size = int(json.loads(head[_PREFIX.size:])["size"])
     except (CorruptEntry, ValueError, KeyError, TypeError):
         return Frame((start + handle.read(),))
+    if size < 0 or end + size + TAIL_BYTES != total:
+        # a size the file cannot hold (a crafted header): never allocate what it claims;
+        # the file is what it is, and decode() rejects it as corrupt
+        return Frame((head + handle.read(),))
     if into is not None and into.nbytes == size:
         got = readinto_fully(handle, into)
         payload: bytes | memoryview = into[:got].toreadonly()

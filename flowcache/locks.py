@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from flowcache.errors import LockTimeout, TierUnavailable
+from flowcache.errors import LockTimeout
 
 log = logging.getLogger("flowcache.locks")
 
@@ -92,20 +92,35 @@ def _try_flock(fd: int) -> bool:
     return True
 
 
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
+#: The operator's code tenants may run (FCALL), loaded once as a Redis function library: a
+#: tenant is never granted EVAL, with which one endless script makes Redis answer BUSY to all.
+LIBRARY = """#!lua name=flowcache
+redis.register_function('flowcache_release', function(keys, args)
+  if redis.call('get', keys[1]) == args[1] then return redis.call('del', keys[1]) end
+  return 0
+end)
+redis.register_function('flowcache_renew', function(keys, args)
+  if redis.call('get', keys[1]) == args[1] then
+    return redis.call('pexpire', keys[1], args[2])
+  end
+  return 0
+end)
 """
-_RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
-return 0
-"""
+
+
+def load_library(client: Any) -> None:
+    """Load (or replace) flowcache's function library: an operator's connection."""
+    client.execute_command("FUNCTION", "LOAD", "REPLACE", LIBRARY)
 
 
 class RedisLocks:
     """Leases in Redis, renewed while held, so a crashed holder's lease simply runs out.
 
-    If Redis cannot be reached, falls back to ``fallback`` (host-local) and says so once.
+    Leases are set with ``SET NX PX`` and renewed and released by the functions of
+    :data:`LIBRARY` (``FCALL``; loaded on first use where the connection may, else by
+    ``flowcache admin add-user``). Locks only save work, so any Redis failure (unreachable,
+    busy, out of memory, no permission) falls back to ``fallback`` (host-local) with one
+    warning: it never fails the caller.
     """
 
     def __init__(self, client: Any, *, prefix: str = "flowcache:lock:", lease: float = 30.0,
@@ -124,10 +139,11 @@ class RedisLocks:
         try:
             _wait(lambda: bool(self.client.set(key, token, nx=True, px=lease_ms)), name, timeout)
         except Exception as exc:
-            if isinstance(exc, LockTimeout) or self.fallback is None or not _unreachable(exc):
+            if isinstance(exc, LockTimeout) or self.fallback is None:
                 raise
             if not self._warned:
-                log.warning("Redis locks unavailable (%s); using host-local locks", exc)
+                log.warning("Redis locks unavailable (%s: %s); using host-local locks",
+                            type(exc).__name__, exc)
                 self._warned = True
             with self.fallback.hold(name, timeout):
                 yield
@@ -142,13 +158,25 @@ class RedisLocks:
         finally:
             stop.set()
             renewer.join()
-            with contextlib.suppress(Exception):
-                self.client.eval(_RELEASE, 1, key, token)
+            try:
+                self._call("flowcache_release", key, token)
+            except Exception as exc:  # the lease runs out by itself
+                log.debug("could not release the lease on %s: %s", key, exc)
+
+    def _call(self, function: str, key: str, *args: Any) -> Any:
+        """FCALL a library function, loading the library once if Redis does not know it."""
+        try:
+            return self.client.fcall(function, 1, key, *args)
+        except Exception as exc:
+            if "Function not found" not in str(exc):
+                raise
+        load_library(self.client)  # needs FUNCTION rights: an operator's or an admin's user
+        return self.client.fcall(function, 1, key, *args)
 
     def _renew(self, key: str, token: str, lease_ms: int, stop: threading.Event) -> None:
         while not stop.wait(self.lease / 3):
             try:
-                if not self.client.eval(_RENEW, 1, key, token, lease_ms):
+                if not self._call("flowcache_renew", key, token, lease_ms):
                     log.warning("lost the lease on %s; another producer may start", key)
                     return
             except Exception as exc:
@@ -170,14 +198,6 @@ class LayeredLocks:
             else:
                 with self.outer.hold(name, timeout):
                     yield
-
-
-def _unreachable(exc: BaseException) -> bool:
-    if isinstance(exc, (TierUnavailable, ConnectionError, TimeoutError, OSError)):
-        return True
-    module = type(exc).__module__
-    return module.startswith("redis") and type(exc).__name__ in ("ConnectionError",
-                                                                 "TimeoutError")
 
 
 def _wait(attempt: Callable[[], bool], name: str, timeout: float | None) -> None:

@@ -34,6 +34,28 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def started_at(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot, from ``/proc``): with the pid, it names
+    one process, not whichever later reuses the number. None where ``/proc`` cannot tell."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2:].split()  # after the command name, which may hold ')'
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def same_process_alive(pid: int, started: int | None) -> bool:
+    """Whether the process ``pid`` that started at ``started`` still runs on this host."""
+    if not pid_alive(pid):
+        return False
+    return started is None or started_at(pid) in (None, started)
+
+
 def process_gone(process: str) -> bool:
     """Whether ``<host>:<pid>`` is a process of this host that has ended (another host's
     processes cannot be checked from here: they are never reported gone)."""

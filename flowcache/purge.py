@@ -25,8 +25,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from flowcache.errors import CorruptEntry
-from flowcache.frames import HEADER_PROBE_BYTES, Frame, Header, peek_header
+from flowcache.errors import CorruptEntry, DurableWriteError
+from flowcache.frames import HEADER_PROBE_BYTES, Frame, peek_header
 from flowcache.identity import (
     PROCESS_PREFIX,
     RUNS,
@@ -36,7 +36,7 @@ from flowcache.identity import (
     run_prefix,
     runs_prefix,
 )
-from flowcache.processes import hostname, pid_alive
+from flowcache.processes import hostname, same_process_alive, started_at
 from flowcache.store import TieredStore
 from flowcache.tiers.base import Tier
 
@@ -45,18 +45,28 @@ log = logging.getLogger("flowcache.purge")
 
 @dataclass
 class PurgeReport:
+    """What a purge, sweep or clear removed (or, in a dry run, would remove)."""
+
     runs: int = 0
     entries: int = 0
     bytes: int = 0
     hot_copies: int = 0
+    debris: int = 0  # leftovers of interrupted writes: temporary files, orphaned parts
     names: list[str] = field(default_factory=list)
+    dry_run: bool = False
 
     def add(self, other: PurgeReport) -> None:
         self.runs += other.runs
         self.entries += other.entries
         self.bytes += other.bytes
         self.hot_copies += other.hot_copies
+        self.debris += other.debris
         self.names.extend(other.names)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"runs": self.runs, "entries": self.entries, "bytes": self.bytes,
+                "hot_copies": self.hot_copies, "debris": self.debris,
+                "dry_run": self.dry_run, "keys": list(self.names)}
 
 
 class RunTracker:
@@ -76,10 +86,17 @@ class RunTracker:
 
     # -- recording ----------------------------------------------------------------------------
     def record(self, run_id: str, key: str) -> None:
-        """Mark ``key`` as an intermediate of ``run_id`` (before the entry is written)."""
+        """Mark ``key`` as an intermediate of ``run_id`` (before the entry is written); a
+        marker the durable tier refuses is a ``DurableWriteError``, like the entry's own."""
         marker = run_marker_name(self.store.namespace, run_id, key)
-        self.join(run_id)
-        self.store.durable.put(marker, Frame((b"",)))
+        try:
+            self.join(run_id)
+            self.store.durable.put(marker, Frame((b"",)))
+        except DurableWriteError:
+            raise
+        except Exception as exc:
+            raise DurableWriteError(marker, f"the run marker was not written "
+                                            f"({type(exc).__name__}: {exc})") from exc
 
     def join(self, run_id: str) -> None:
         """Register this process in the run (once) and keep its heartbeat fresh."""
@@ -94,7 +111,8 @@ class RunTracker:
         thread.start()
 
     def _beat(self, run_id: str) -> None:
-        record = {"host": self._host, "pid": os.getpid(), "heartbeat": self.clock()}
+        record = {"host": self._host, "pid": os.getpid(), "heartbeat": self.clock(),
+                  "started": started_at(os.getpid())}
         self.store.durable.put(self._proc_name(run_id), Frame((json.dumps(record).encode(),)))
 
     def _heartbeat(self, run_id: str, stop: threading.Event) -> None:
@@ -111,6 +129,18 @@ class RunTracker:
             stop.set()
 
     # -- purging ------------------------------------------------------------------------------
+    def entries_of(self, run_id: str) -> PurgeReport:
+        """What :meth:`purge` would remove for ``run_id`` (nothing is removed)."""
+        report = PurgeReport(runs=1, dry_run=True)
+        prefix = run_prefix(self.store.namespace, run_id)
+        for name in list(self.store.durable.scan(prefix)):
+            leaf = name[len(prefix):]
+            if not leaf.startswith(PROCESS_PREFIX) and self.store.exists(leaf):
+                report.entries += 1
+                report.bytes += self._size(leaf)
+                report.names.append(leaf)
+        return report
+
     def purge(self, run_id: str, *, reason: str = "purged") -> PurgeReport:
         """Delete every entry of ``run_id`` from every tier, then its markers and records."""
         self.leave(run_id)
@@ -153,14 +183,20 @@ class RunTracker:
         return dict(found)
 
     def is_abandoned(self, processes: list[dict], *, stale_after: float) -> bool:
-        """True when no process of the run is alive: none on this host runs, none beats."""
+        """True when no process of the run is alive. A process of this host is asked
+        directly (its pid and start time), whatever its heartbeat says; one of another host
+        is alive while it beats (within ``stale_after``)."""
         if not processes:
             return True
         now = self.clock()
         for record in processes:
             if not record:
                 continue
-            if record.get("host") == self._host and not pid_alive(int(record.get("pid", 0))):
+            if record.get("host") == self._host:
+                started = record.get("started")
+                if same_process_alive(int(record.get("pid", 0)),
+                                      int(started) if started is not None else None):
+                    return False
                 continue
             if now - float(record.get("heartbeat", 0)) < stale_after:
                 return False
@@ -186,47 +222,109 @@ def stores_with_runs() -> list[TieredStore]:
         return list(_TRACKERS.keys())
 
 
-def sweep(store: TieredStore, *, stale_after: float = 900.0, now: float | None = None,
-          tracker: RunTracker | None = None) -> PurgeReport:
+#: called with how many more entries were looked at (a progress bar's advance)
+Progress = Callable[[int], None]
+
+
+def sweep(store: TieredStore, *, stale_after: float = 900.0, debris_after: float = 3600.0,
+          now: float | None = None, tracker: RunTracker | None = None, dry_run: bool = False,
+          progress: Progress | None = None) -> PurgeReport:
     """Remove what outlived its lifetime (the ``flowcache gc`` command).
 
     * runs whose every process is gone: all their flow-scoped entries;
     * entries past their expiry (TTL, or a flow entry's ``max_age``), and unreadable frames;
-    * hot copies whose durable object is gone.
+    * hot copies whose durable object is gone;
+    * leftovers of interrupted writes untouched for ``debris_after`` seconds.
+
+    ``dry_run`` reports what would go and removes nothing.
     """
     tracker = tracker or tracker_for(store)
     now = time.time() if now is None else now
-    report = PurgeReport()
-    active_runs = set()
+    report = PurgeReport(dry_run=dry_run)
     for run_id, processes in tracker.runs().items():
         if tracker.is_abandoned(processes, stale_after=stale_after):
             log.info("purging abandoned run %s", run_id)
-            report.add(tracker.purge(run_id, reason="abandoned"))
-        else:
-            active_runs.add(run_id)
+            report.add(tracker.entries_of(run_id) if dry_run
+                       else tracker.purge(run_id, reason="abandoned"))
     durable_names = set()
     for name, header in list(store.headers()):
-        if _expired_or_unreadable(header, now):
-            size = header.size if header else 0
-            if store.delete_name(name, reason="expired" if header else "unreadable"):
+        _advance(progress)
+        if header is None or header.expired(now):
+            if dry_run or store.delete_name(name,
+                                            reason="expired" if header else "unreadable"):
                 report.entries += 1
-                report.bytes += size
+                report.bytes += header.size if header else 0
                 report.names.append(key_of(name))
             continue
         durable_names.add(name)
     for tier in store.hot:
         for name in _hot_names(store, tier):
             if name not in durable_names:
-                try:
-                    if tier.delete(name):
-                        report.hot_copies += 1
-                except Exception as exc:
-                    log.warning("could not remove %s from %s: %s", name, tier.describe(), exc)
+                report.hot_copies += _remove(tier, name, dry_run)
+    report.debris += _sweep_debris(store, debris_after, dry_run)
     return report
 
 
-def _expired_or_unreadable(header: Header | None, now: float) -> bool:
-    return header is None or header.expired(now)
+def clear(store: TieredStore, *, flow: str | None = None, older_than: float | None = None,
+          now: float | None = None, dry_run: bool = False,
+          progress: Progress | None = None) -> PurgeReport:
+    """Remove entries (all, or those of one flow, or older than ``older_than`` seconds);
+    clearing all also removes run records and every temporary file. ``dry_run`` reports
+    what would go and removes nothing."""
+    now = time.time() if now is None else now
+    report = PurgeReport(dry_run=dry_run)
+    everything = flow is None and older_than is None
+    kept = set()
+    for name, header in list(store.headers()):
+        _advance(progress)
+        if header is not None and not everything:
+            if flow is not None and header.meta.get("flow") != flow:
+                kept.add(name)
+                continue
+            if older_than is not None and header.created > now - older_than:
+                kept.add(name)
+                continue
+        if dry_run or store.delete_name(name, reason="cleared"):
+            report.entries += 1
+            report.bytes += header.size if header else 0
+            report.names.append(key_of(name))
+    if everything:
+        for name in list(store.durable.scan(runs_prefix(store.namespace))):
+            if not dry_run:
+                store.durable.delete(name)
+        for tier in store.hot:
+            for name in _hot_names(store, tier):
+                if name not in kept:
+                    report.hot_copies += _remove(tier, name, dry_run)
+        report.debris += _sweep_debris(store, 0.0, dry_run)
+    return report
+
+
+def _advance(progress: Progress | None) -> None:
+    if progress is not None:
+        progress(1)
+
+
+def _remove(tier: Tier, name: str, dry_run: bool) -> int:
+    if dry_run:
+        return 1
+    try:
+        return int(bool(tier.delete(name)))
+    except Exception as exc:
+        log.warning("could not remove %s from %s: %s", name, tier.describe(), exc)
+        return 0
+
+
+def _sweep_debris(store: TieredStore, older_than: float, dry_run: bool) -> int:
+    if dry_run:
+        return 0  # what a writer may still be finishing is not listed in advance
+    removed = 0
+    for tier in store.tiers:
+        try:
+            removed += tier.sweep_debris(store.namespace, older_than)
+        except Exception as exc:
+            log.warning("could not sweep the leftovers in %s: %s", tier.describe(), exc)
+    return removed
 
 
 def _hot_names(store: TieredStore, tier: Tier) -> Iterator[str]:
@@ -236,35 +334,3 @@ def _hot_names(store: TieredStore, tier: Tier) -> Iterator[str]:
                 yield name
     except Exception as exc:
         log.warning("cannot list %s: %s", tier.describe(), exc)
-
-
-def clear(store: TieredStore, *, flow: str | None = None, older_than: float | None = None,
-          now: float | None = None) -> PurgeReport:
-    """Remove entries (all, or those of one flow, or older than ``older_than`` seconds)."""
-    now = time.time() if now is None else now
-    report = PurgeReport()
-    everything = flow is None and older_than is None
-    kept = set()
-    for name, header in list(store.headers()):
-        if header is not None and not everything:
-            if flow is not None and header.meta.get("flow") != flow:
-                kept.add(name)
-                continue
-            if older_than is not None and header.created > now - older_than:
-                kept.add(name)
-                continue
-        if store.delete_name(name, reason="cleared"):
-            report.entries += 1
-            report.bytes += header.size if header else 0
-            report.names.append(key_of(name))
-    if everything:
-        for name in list(store.durable.scan(runs_prefix(store.namespace))):
-            store.durable.delete(name)
-        for tier in store.hot:
-            for name in _hot_names(store, tier):
-                if name not in kept:
-                    try:
-                        report.hot_copies += int(bool(tier.delete(name)))
-                    except Exception as exc:
-                        log.warning("could not clear %s: %s", tier.describe(), exc)
-    return report

@@ -28,11 +28,12 @@ from flowcache.errors import (
     DurableWriteError,
     ForeignEntry,
 )
-from flowcache.frames import HEADER_PROBE_BYTES, Entry, Frame, Header, decode, encode, peek_header
+from flowcache.frames import Entry, Frame, Header, decode, encode
 from flowcache.identity import Identity, check_namespace, entry_name, is_entry_name, key_of
 from flowcache.keys.fingerprints import Fingerprinter
 from flowcache.lifetimes import KEEP, Lifetime
 from flowcache.listeners import Listeners, StoreCounters, StoreListener
+from flowcache.listing import entry_headers
 from flowcache.locks import LayeredLocks, Locks
 from flowcache.tiers.base import Tier
 
@@ -78,6 +79,7 @@ class TieredStore:
         self._breaker = functools.partial(TierBreaker, base=backoff_base, cap=backoff_cap,
                                           clock=clock, counters=self.counters)
         self._guards: dict[int, TierBreaker] = {}
+        self._durable_ready = False
         for tier in tiers:
             self._attach(tier)
         self.tiers = list(tiers)
@@ -159,8 +161,8 @@ class TieredStore:
         """Whether the durable tier holds ``key`` (a metadata request, no payload read)."""
         return self.durable.exists(self.name_for(key))
 
-    def _read(self, key: str,
-              into: memoryview | None = None) -> tuple[Entry | None, str | None]:
+    def _read(self, key: str, into: memoryview | None = None, *,
+              report_miss: bool = True) -> tuple[Entry | None, str | None]:
         name = self.name_for(key)
         for index, tier in enumerate(self.tiers):
             frame = self._tier_get(tier, name, into)
@@ -184,7 +186,8 @@ class TieredStore:
                 entry = self._promote(entry, name, index, keep_view=into is not None)
             self.listeners.emit("on_hit", key, tier.name, entry.header)
             return entry, tier.name
-        self.listeners.emit("on_miss", key)
+        if report_miss:
+            self.listeners.emit("on_miss", key)
         return None, None
 
     def _tier_get(self, tier: Tier, name: str, into: memoryview | None = None) -> Frame | None:
@@ -205,7 +208,7 @@ class TieredStore:
         # a raw payload becomes its own bytes, so later raw reads are zero-copy; a payload read
         # into the caller's buffer (keep_view) is copied for the hot tiers, which keep theirs
         hot = entry.compact() if keep_view or entry.header.serializer == "raw" else entry
-        ttl = _remaining(hot.header)
+        ttl = hot.header.ttl_left()
         for tier in self.tiers[:found_at]:
             self._hot_put(tier, name, hot.frame, hot.header, ttl)
         return entry if keep_view else hot
@@ -226,7 +229,7 @@ class TieredStore:
     def put_frame(self, key: str, frame: Frame, *, overwrite: bool = False) -> Entry:
         entry = decode(frame, identity=self.identity, key=key, verify=False)
         name = self.name_for(key)
-        ttl = _remaining(entry.header)
+        ttl = entry.header.ttl_left()
         entry = self._durable_put(key, name, entry, ttl, overwrite)
         for tier in self.hot:
             self._hot_put(tier, name, entry.frame, entry.header, ttl)
@@ -295,6 +298,8 @@ class TieredStore:
                 if hit is not None:
                     self.counters.bump("waited")
                     return hit
+            self.ensure_durable()  # a missing bucket fails the call before the work, not after
+            self.listeners.emit("on_miss", key)  # one call, one miss (it looked twice)
             started = time.perf_counter()
             value = compute()
             elapsed = time.perf_counter() - started
@@ -306,9 +311,25 @@ class TieredStore:
             self.counters.bump("computed")
             return Outcome(value, False, entry.header, None)
 
+    def ensure_durable(self) -> None:
+        """Check, once per store, that the durable tier can take writes (its bucket exists,
+        its directory is writable): ``DurableWriteError`` if not."""
+        if self._durable_ready:
+            return
+        try:
+            warnings = self.durable.health()
+        except DurableWriteError:
+            raise
+        except Exception as exc:
+            raise DurableWriteError(self.durable.describe(),
+                                    f"{type(exc).__name__}: {exc}") from exc
+        for warning in warnings:
+            log.warning("%s: %s", self.durable.describe(), warning)
+        self._durable_ready = True
+
     def _read_for_compute(self, key: str) -> Outcome[Any] | None:
         try:
-            entry, tier = self._read(key)
+            entry, tier = self._read(key, report_miss=False)
         except CorruptEntry as exc:
             log.error("durable copy of %s is invalid (%s); recomputing and replacing it",
                       key, exc)
@@ -353,18 +374,9 @@ class TieredStore:
                 yield name
 
     def headers(self, prefix: str = "") -> Iterator[tuple[str, Header | None]]:
-        """(name, unverified header) of each durable entry; None for unreadable ones.
-
-        For listings and sweeps only: nothing is deserialized from these headers.
-        """
-        for name in self.scan(prefix):
-            head = self.durable.head(name, HEADER_PROBE_BYTES)
-            if head is None:
-                continue  # deleted since the listing
-            try:
-                yield name, peek_header(head)
-            except CorruptEntry:
-                yield name, None
+        """(name, unverified header) of each durable entry, None for an unreadable one (see
+        :func:`flowcache.listing.entry_headers`): for listings and sweeps only."""
+        return entry_headers(self.durable, self.namespace, prefix)
 
     def close(self) -> None:
         for tier in self.tiers:
@@ -386,10 +398,3 @@ class TieredStore:
             raise TypeError("only a store built with StoreConfig.build() can be sent to another "
                             "process; build it from a StoreConfig")
         return (type(config).build, (config,))
-
-
-def _remaining(header: Header) -> float | None:
-    expiry = header.expires_at
-    if expiry is None:
-        return None
-    return max(0.001, expiry - time.time())

@@ -151,6 +151,7 @@ class FaultProxy:
 
     Counts requests by method (and records paths), and while ``reject_writes`` is set, answers
     PUT/POST with 403 AccessDenied, the way a bucket policy or a read-only credential would.
+    While ``frozen`` is set it accepts requests and never answers them: an endpoint that hangs.
     """
 
     def __init__(self, upstream_port: int) -> None:
@@ -158,6 +159,8 @@ class FaultProxy:
         self.port = free_port()
         self.reject_writes = False
         self.reject_next = 0  # refuse this many more writes, then accept
+        self.frozen = threading.Event()
+        self._thawed = threading.Event()
         self.counts: Counter[str] = Counter()
         self.paths: list[tuple[str, str]] = []
         self._lock = threading.Lock()
@@ -174,6 +177,10 @@ class FaultProxy:
                 with proxy._lock:
                     proxy.counts[self.command] += 1
                     proxy.paths.append((self.command, self.path))
+                if proxy.frozen.is_set():
+                    proxy._thawed.wait(600)  # hang: no answer until the test thaws us
+                    self.close_connection = True
+                    return
                 refuse = False
                 if self.command in ("PUT", "POST"):
                     with proxy._lock:
@@ -245,7 +252,13 @@ class FaultProxy:
         self.server.shutdown()
         self.server.server_close()
 
+    def freeze(self) -> None:
+        self._thawed.clear()
+        self.frozen.set()
+
     def reset(self) -> None:
+        self.frozen.clear()
+        self._thawed.set()  # hung requests return (without an answer)
         with self._lock:
             self.counts.clear()
             self.paths.clear()

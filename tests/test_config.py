@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from flowcache.config import StoreConfig, TierSpec, parse_size, split_store_spec
@@ -119,3 +121,64 @@ def test_huge_pages_setting_applies_to_the_process_when_a_store_is_built(session
             StoreConfig.from_env({"FLOWCACHE_HUGE_PAGES": "sometimes"})
     finally:
         buffers.use_huge_pages(False)
+
+
+# -- a typo is an error at configuration time (issue 14) --------------------------------------
+@pytest.mark.parametrize(("spec", "says"), [
+    ("memory+s3://", "names no valid bucket"),
+    ("memory+gs://", "names no valid bucket"),
+    ("memory+s3:///prefix", "names no valid bucket"),
+    ("reddis://127.0.0.1:6379/0+/tmp/fc-x", "unknown tier scheme 'reddis'.*did you mean 'redis'"),
+    ("memroy+/tmp/fc-x", "'memroy' is neither a tier.*did you mean 'memory'"),
+    ("memory+redis://127.0.0.1:port/0+/tmp/fc-x", "port that is not a number"),
+    ("memory+redis://127.0.0.1:6379/zero+/tmp/fc-x", "database 'zero' is not a number"),
+    ("memory", "no durable tier"),
+    ("memory+redis://127.0.0.1:6379/0", "no durable tier"),
+    ("/tmp/fc-x+memory", "must come last"),
+    ("/tmp/fc-x+/tmp/fc-y", "exactly one durable tier"),
+    ("memory+redis://h:1/0?max_item_byte=1MiB+/tmp/fc-x",
+     "no option 'max_item_byte'.*did you mean 'max_item_bytes'"),
+    ("memory://?max_byte=1GiB+/tmp/fc-x", "no option 'max_byte'.*did you mean 'max_bytes'"),
+    ("memory?max_bytes=lots+/tmp/fc-x", "max_bytes='lots' is not a size"),
+    ("memory+/tmp/fc-x?fsinc=false", "no option 'fsinc'"),
+    ("memory+redis://h:1/0?socket_timeout=forever+/tmp/fc-x", "is not a duration"),
+])
+def test_a_store_spec_that_cannot_work_is_refused_at_configuration_time(spec, says, tmp_path,
+                                                                       monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=says) as info:
+        StoreConfig.from_env({"FLOWCACHE_STORE": spec})
+    assert "FLOWCACHE_STORE" in str(info.value)
+    assert list(tmp_path.iterdir()) == []  # no folder named "s3:" or "memroy" was made
+
+
+def test_typos_in_variable_and_file_names_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"FLOWCACHE_SOTRE.*did you mean 'FLOWCACHE_STORE'\?"):
+        StoreConfig.from_env({"FLOWCACHE_SOTRE": f"memory+{tmp_path}/d"})
+    path = tmp_path / "config.toml"
+    path.write_text(f'[flowcache]\nsotre = "memory+{tmp_path}/d"\n')
+    with pytest.raises(ConfigError, match=r"sotre.*did you mean 'store'\?"):
+        StoreConfig.from_env({"FLOWCACHE_CONFIG": str(path)})
+
+
+def test_what_redis_py_takes_in_its_url_still_passes(tmp_path):
+    config = StoreConfig.from_env({
+        "FLOWCACHE_STORE": f"memory+redis://127.0.0.1:6379/0?socket_keepalive=true"
+                           f"&max_connections=8&socket_timeout=2s+{tmp_path}/d"})
+    (_, redis_spec, _) = [TierSpec.parse(t) for t in config.tiers]
+    assert redis_spec.options == {"max_connections": 8, "socket_timeout": 2.0}
+    assert redis_spec.url == "redis://127.0.0.1:6379/0?socket_keepalive=true"
+
+
+def test_the_command_reports_a_bad_configuration_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "flowcache.cli", "info"], cwd=tmp_path,
+                            env={**os.environ, "FLOWCACHE_STORE": "memory+s3://"},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "FLOWCACHE_STORE" in lines[0]

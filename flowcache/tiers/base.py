@@ -57,6 +57,10 @@ class Tier(Protocol):
     def scan(self, prefix: str = "") -> Iterator[str]:
         """Names stored under ``prefix``."""
 
+    def scan_sizes(self, prefix: str = "") -> Iterator[tuple[str, int | None]]:
+        """``(name, size)`` under ``prefix``, from one listing where the backend gives sizes
+        (None where it does not)."""
+
     def head(self, name: str, nbytes: int) -> bytes | None:
         """The first ``nbytes`` of a frame (its header), without reading the whole frame."""
 
@@ -69,13 +73,28 @@ class Tier(Protocol):
     def purge_namespace(self, namespace: str) -> list[str]:
         """Remove everything stored for ``namespace``; return the names removed."""
 
+    def sweep_debris(self, namespace: str, older_than: float) -> int:
+        """Remove what interrupted writes of ``namespace`` left behind (temporary files,
+        parts without their entry), untouched for ``older_than`` seconds; return how many."""
+
     def add_removal_listener(self, listener: RemovalListener) -> None:
         """Call ``listener(name, nbytes, reason)`` when the tier drops a frame by itself
         (an eviction, an expiry): never for a ``delete`` a caller asked for."""
 
+    def health(self) -> list[str]:
+        """Ask the backend whether it can serve: raise if not (unreachable, no such bucket),
+        else return what an operator should know (warnings; empty when all is well)."""
+
     def describe(self) -> str: ...
 
     def close(self) -> None: ...
+
+    @classmethod
+    def check_url(cls, url: str) -> None: ...
+
+    @classmethod
+    def from_url(cls, url: str, *, storage_options: Mapping[str, Mapping[str, Any]]
+                 | None = None, **options: Any) -> Tier: ...
 
 
 class BaseTier:
@@ -89,6 +108,12 @@ class BaseTier:
     #: options a tier URL's query may set, and their kinds (``size``, ``bool``, ``str``,
     #: ``int``, ``float``): :mod:`flowcache.config` parses them and rejects any other
     url_options: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def check_url(cls, url: str) -> None:
+        """Refuse, with a :class:`~flowcache.errors.ConfigError` saying how to write it, a URL
+        (query removed) this tier could not use: checked at configuration time, before
+        anything connects."""
 
     @classmethod
     def from_url(cls, url: str, *, storage_options: Mapping[str, Mapping[str, Any]]
@@ -120,6 +145,10 @@ class BaseTier:
         it is and the caller copies."""
         return self.get(name)
 
+    def scan_sizes(self, prefix: str = "") -> Iterator[tuple[str, int | None]]:
+        for name in self.scan(prefix):
+            yield name, None
+
     def head(self, name: str, nbytes: int) -> bytes | None:
         frame = self.get(name)
         return None if frame is None else bytes(frame.read(0, min(nbytes, frame.nbytes)))
@@ -135,6 +164,10 @@ class BaseTier:
         """Delete each name listed under ``<namespace>/`` (a backend with more per-namespace
         state, like Redis' leases and index, overrides this)."""
         return [name for name in list(self.scan(f"{namespace}/")) if self.delete(name)]
+
+    def sweep_debris(self, namespace: str, older_than: float) -> int:
+        """This default has nothing to sweep: its writes leave nothing behind."""
+        return 0
 
     def add_removal_listener(self, listener: RemovalListener) -> None:
         listeners = self.removal_listeners
@@ -153,6 +186,11 @@ class BaseTier:
     def removal_listeners(self) -> list[RemovalListener]:
         """Made on first use, so a subclass need not call ``BaseTier.__init__``."""
         return self.__dict__.setdefault("_removal_listeners", [])
+
+    def health(self) -> list[str]:
+        """This default asks whether a probe name exists: a round trip to the backend."""
+        self.exists("flowcache-health/00/probe")
+        return []
 
     def close(self) -> None:
         return None

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from flowcache.errors import ConfigError
 from flowcache.frames import Frame
 from flowcache.tiers.objects import TMP_MARK, ObjectTier
 
@@ -46,6 +47,12 @@ class NodeTier(ObjectTier):
         self.max_bytes = max_bytes
         self.max_item_bytes = max_item_bytes if max_item_bytes is not None else max_bytes
         self.evictions = 0
+
+    @classmethod
+    def check_url(cls, url: str) -> None:
+        if url not in ("node", "node://") and not url.startswith("node:///"):
+            raise ConfigError(f"{url!r}: write node (the default directory) or "
+                              "node:///path/to/dir")
 
     @classmethod
     def from_url(cls, url: str, *, storage_options: Mapping[str, Mapping[str, Any]]

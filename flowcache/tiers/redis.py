@@ -26,8 +26,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
-from flowcache.errors import TierUnavailable
+from flowcache.errors import ConfigError, TierRefused, TierUnavailable
 from flowcache.frames import MAGIC, Frame
 from flowcache.tiers.base import BaseTier
 
@@ -43,13 +44,26 @@ def _redis_errors() -> tuple[type[BaseException], ...]:
             TimeoutError)
 
 
+def _refusals() -> tuple[type[BaseException], ...]:
+    import redis
+
+    return (redis.exceptions.ResponseError, redis.exceptions.DataError)
+
+
 class RedisTier(BaseTier):
     name = "redis"
     durable = False
     trusted = False
     process_local = False
     url_options: ClassVar = {"max_item_bytes": "size", "inline_bytes": "size",
-                             "part_bytes": "size", "prefix": "str", "index": "bool"}
+                             "part_bytes": "size", "prefix": "str", "index": "bool",
+                             "socket_timeout": "duration", "socket_connect_timeout": "duration",
+                             "max_connections": "int", "pool_timeout": "duration"}
+    #: redis-py's own URL options, handed to it as they are
+    url_passthrough: ClassVar = frozenset({
+        "socket_keepalive", "retry_on_timeout", "health_check_interval", "socket_read_size",
+        "client_name", "protocol", "ssl_check_hostname", "ssl_cert_reqs", "ssl_ca_certs",
+        "ssl_ca_path", "ssl_certfile", "ssl_keyfile", "ssl_min_version"})
 
     def __init__(self, client: Any, *, prefix: str = "flowcache:",
                  max_item_bytes: int | None = 64 << 20, inline_bytes: int = 1 << 20,
@@ -62,30 +76,47 @@ class RedisTier(BaseTier):
         #: keep a per-namespace set of names and list from it (tenants may not SCAN)
         self.index = index
         self._unavailable = _redis_errors()
+        self._refused = _refusals()
 
     @classmethod
     def from_url(cls, url: str, *, storage_options: Mapping[str, Mapping[str, Any]]
                  | None = None, **options: Any) -> RedisTier:
-        """``redis://[user:pass@]host:port/db`` or ``redis+cluster://host:port``."""
+        """``redis://[user:pass@]host:port/db``, ``rediss://...``, ``unix:///path.sock`` or
+        ``redis+cluster://host:port``.
+
+        Every call is bounded: connecting by ``socket_connect_timeout`` (default 1 s), each
+        reply by ``socket_timeout`` (default 5 s; one quick retry re-opens a connection a
+        restart closed), and waiting for one of the pool's ``max_connections`` (default 64:
+        a thread pool of any size shares them) by ``pool_timeout`` (default 5 s).
+        """
         import redis
         from redis.backoff import ExponentialBackoff
         from redis.retry import Retry
 
+        cls.check_url(url.partition("?")[0])
         client_options = {
             "socket_connect_timeout": options.pop("socket_connect_timeout", 1.0),
-            "socket_timeout": options.pop("socket_timeout", 10.0),
+            "socket_timeout": options.pop("socket_timeout", 5.0),
             # one quick retry re-opens a pooled connection that a server restart closed;
             # longer outages are the store's business (it backs off and uses the durable tier)
             "retry": Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
         }
+        max_connections = options.pop("max_connections", 64)
+        pool_timeout = options.pop("pool_timeout", 5.0)
         if url.startswith("redis+cluster://"):
             from redis.cluster import RedisCluster
 
             client = RedisCluster.from_url("redis://" + url[len("redis+cluster://"):],
-                                           **client_options)
+                                           max_connections=max_connections, **client_options)
         else:
-            client = redis.Redis.from_url(url, **client_options)
+            pool = redis.BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=pool_timeout, **client_options)
+            client = redis.Redis(connection_pool=pool)
         return cls(client, **options)
+
+    @classmethod
+    def check_url(cls, url: str) -> None:
+        check_redis_url(url)
 
     # -- primitives ---------------------------------------------------------------------------
     def get(self, name: str) -> Frame | None:
@@ -96,9 +127,9 @@ class RedisTier(BaseTier):
                 return None
             if value[:4] == MAGIC:
                 return Frame((value,))
-            if value[:4] != _MANIFEST:
-                return Frame((value,))  # not ours: let frame verification reject it
-            count = _PART_COUNT.unpack_from(value, 4)[0]
+            count = _manifest_count(value)
+            if count is None:
+                return Frame((value,))  # not ours, or malformed: frame verification rejects it
             pipe = self.client.pipeline(transaction=False)
             for index in range(count):
                 pipe.get(f"{key}:{index}")
@@ -119,19 +150,28 @@ class RedisTier(BaseTier):
                     raise FileExistsError(name)
                 return
             pipe = self.client.pipeline(transaction=False)
+            written = [key]
             if frame.nbytes <= self.inline_bytes:
                 pipe.set(key, frame.join(), px=px, nx=exclusive or None)
             else:
                 parts = self._split(frame)
                 for index, part in enumerate(parts):
                     pipe.set(f"{key}:{index}", part, px=px)
+                    written.append(f"{key}:{index}")
                 manifest = _MANIFEST + _PART_COUNT.pack(len(parts)) + b"".join(
                     _PART_SIZE.pack(memoryview(part).nbytes) for part in parts)
                 pipe.set(key, manifest, px=px, nx=exclusive or None)
             stored_at = len(pipe)
             if self.index:
                 pipe.sadd(self.index_key(name), name)  # after the entry: never indexes less
-            results = pipe.execute()
+            results = pipe.execute(raise_on_error=False)
+            refused = [result for result in results if isinstance(result, Exception)]
+            if refused:
+                # a refused command (OOM under noeviction...) must not strand the parts that
+                # were stored before it: nothing would ever read or remove them
+                with contextlib.suppress(Exception):
+                    self.client.delete(*written)
+                raise refused[0]
         if exclusive and not results[stored_at - 1]:
             raise FileExistsError(name)
 
@@ -145,10 +185,7 @@ class RedisTier(BaseTier):
             value = self.client.get(key)
             if value is None:
                 return False
-            keys = [key]
-            if value[:4] == _MANIFEST:
-                count = _PART_COUNT.unpack_from(value, 4)[0]
-                keys += [f"{key}:{index}" for index in range(count)]
+            keys = [key] + [f"{key}:{index}" for index in range(_manifest_count(value) or 0)]
             if not self.index:
                 return bool(self.client.delete(*keys))
             pipe = self.client.pipeline(transaction=False)
@@ -196,6 +233,25 @@ class RedisTier(BaseTier):
                 if gone:
                     self.client.srem(index, *gone)
                 yield from (name for name, present in zip(batch, found, strict=True) if present)
+
+    def sweep_debris(self, namespace: str, older_than: float) -> int:
+        """Parts whose entry (their manifest) is gone, idle for ``older_than`` seconds: what a
+        writer killed between its parts and its manifest left. Needs a connection allowed to
+        SCAN (a tenant's is not: then nothing is swept here, by design)."""
+        if self.index:
+            return 0
+        pattern = f"{_glob_escape(self.prefix)}{{{_glob_escape(namespace)}/*}}:*"
+        removed = 0
+        with self._translate():
+            parts = [_text(raw) for raw in self.client.scan_iter(match=pattern, count=1000)]
+            for part in parts:
+                entry = part.rpartition(":")[0]
+                if self.client.exists(entry):
+                    continue
+                idle = self.client.object("idletime", part)
+                if idle is not None and idle >= older_than and self.client.delete(part):
+                    removed += 1
+        return removed
 
     def index_key(self, name: str) -> str:
         """The set listing the names of ``name``'s namespace (its first path segment)."""
@@ -248,6 +304,21 @@ class RedisTier(BaseTier):
             left = self.client.pttl(self._key(name))
         return left / 1000 if left is not None and left >= 0 else None
 
+    def health(self) -> list[str]:
+        """PING; and a warning when Redis's ``default`` user needs no password: any client
+        can then connect as it and bypass the tenants' ACLs."""
+        with self._translate():
+            self.client.ping()
+        try:
+            flags = _acl_flags(self.client.execute_command("ACL", "GETUSER", "default"))
+        except Exception as exc:  # a tenant may not run ACL: say what was not checked
+            return [f"could not check Redis's default user ({type(exc).__name__}: {exc})"]
+        if "on" in flags and "nopass" in flags:
+            return ["Redis's 'default' user is enabled without a password: any client can "
+                    "connect as it and read or delete every tenant's entries; give it a "
+                    "password or turn it off (ACL SETUSER default off)"]
+        return []
+
     def close(self) -> None:
         self.client.close()
 
@@ -273,11 +344,70 @@ class RedisTier(BaseTier):
 
     @contextlib.contextmanager
     def _translate(self) -> Iterator[None]:
-        """Connection-level failures become TierUnavailable; other errors pass through."""
+        """What went wrong, in the store's words: an outage (:class:`TierUnavailable`: the
+        store backs off and carries on without Redis) or a refusal of this one operation
+        (:class:`TierRefused`: out of memory, busy with a script, no permission, a value over
+        ``proto-max-bulk-len``, every pooled connection in use): only it fails.
+
+        A dropped connection is ambiguous (Redis closes it on a too-large value), so before
+        calling it an outage a fresh connection asks Redis for a PING.
+        """
         try:
             yield
+        except self._refused as exc:
+            raise TierRefused(f"{self.describe()} refused: {exc}") from exc
         except self._unavailable as exc:
+            if _pool_exhausted(exc):
+                raise TierRefused(f"{self.describe()}: every pooled connection is in use "
+                                  f"({exc}); raise max_connections or pool_timeout") from exc
+            if self._still_answers():
+                raise TierRefused(f"{self.describe()} dropped the connection but answers: "
+                                  f"{exc}") from exc
             raise TierUnavailable(f"{self.describe()} is unreachable: {exc}") from exc
+
+    def _still_answers(self) -> bool:
+        """PING over a new connection, waiting at most a second."""
+        pool = getattr(self.client, "connection_pool", None)
+        if pool is None:
+            return False  # a cluster client: its own failover logic has spoken
+        kwargs = {**pool.connection_kwargs, "socket_timeout": 1.0,
+                  "socket_connect_timeout": 1.0}
+        connection = pool.connection_class(**kwargs)
+        try:
+            connection.connect()
+            connection.send_command("PING")
+            return _text(connection.read_response()) == "PONG"
+        except Exception:
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                connection.disconnect()
+
+
+def check_redis_url(url: str) -> str:
+    """``url`` if redis-py can use it as written; a :class:`ConfigError` naming the part that
+    is wrong (a port that is not a number, a database that is not one) otherwise."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    example = "redis://127.0.0.1:6379/0"
+    if scheme not in ("redis", "rediss", "unix", "redis+cluster"):
+        raise ConfigError(f"{url!r} is not a Redis URL: write e.g. {example}")
+    parts = urlsplit(url)
+    if scheme == "unix":
+        if not parts.path:
+            raise ConfigError(f"{url!r} names no socket: write unix:///path/to/redis.sock")
+        return url
+    if not parts.hostname:
+        raise ConfigError(f"{url!r} names no host: write e.g. {example}")
+    try:
+        parts.port  # noqa: B018  (raises ValueError for a port that is not a number)
+    except ValueError:
+        raise ConfigError(f"{url!r} has a port that is not a number: write e.g. "
+                          f"{example}") from None
+    db = parts.path.strip("/")
+    if db and not (db.isdigit() and scheme != "redis+cluster"):
+        raise ConfigError(f"{url!r}: the database {db!r} is not a number (a cluster has "
+                          f"only database 0): write e.g. {example}")
+    return url
 
 
 class KeyspaceWatcher:
@@ -390,10 +520,36 @@ def entry_name(key: str, prefix: str = "flowcache:") -> str | None:
     return body[:end]
 
 
+def _pool_exhausted(exc: BaseException) -> bool:
+    """redis-py's "no connection available" (a blocking pool's wait ran out) or "too many
+    connections": the caller's own concurrency, not the server, is the limit."""
+    text = str(exc)
+    return "No connection available" in text or "Too many connections" in text
+
+
+def _acl_flags(reply: Any) -> set[str]:
+    """The ``flags`` of an ``ACL GETUSER`` reply (a flat list or, with RESP3, a dict)."""
+    items = reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2],
+                                                            strict=False))
+    flags = items.get("flags", items.get(b"flags", []))
+    return {_text(flag) for flag in flags}
+
+
+def _manifest_count(value: bytes) -> int | None:
+    """How many parts a manifest lists; None if ``value`` is not a well-formed manifest (its
+    length must match its count: a crafted count never makes us fetch billions of keys)."""
+    if value[:4] != _MANIFEST or len(value) < 4 + _PART_COUNT.size:
+        return None
+    count = _PART_COUNT.unpack_from(value, 4)[0]
+    if len(value) != 4 + _PART_COUNT.size + count * _PART_SIZE.size:
+        return None
+    return count
+
+
 def _part_sizes(manifest: bytes) -> list[int]:
-    if manifest[:4] != _MANIFEST:
+    count = _manifest_count(manifest)
+    if count is None:
         return []
-    count = _PART_COUNT.unpack_from(manifest, 4)[0]
     start = 4 + _PART_COUNT.size
     return [_PART_SIZE.unpack_from(manifest, start + i * _PART_SIZE.size)[0]
             for i in range(count)]
