@@ -3,6 +3,7 @@ leftovers of interrupted writes, and backends that refuse, hang or run out of co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -55,7 +56,8 @@ def test_a_crafted_huge_size_is_corrupt_then_recomputed_and_collected(tmp_path, 
     assert [name for name, header in store.headers()] == [store.name_for(KEY)]
     assert dict(store.headers())[store.name_for(KEY)] is None  # unreadable for gc
     report = sweep(store)
-    assert report.entries == 1 and not path.exists()  # gc removed it
+    assert report.entries == 1
+    assert not path.exists()  # gc removed it
     store.put(KEY, b"good bytes")
     craft_size(path, 1 << 50)
     outcome = store.get_or_compute(KEY, lambda: b"recomputed")
@@ -66,8 +68,9 @@ def test_a_crafted_huge_size_is_corrupt_then_recomputed_and_collected(tmp_path, 
 def test_gc_and_clear_keep_fresh_entries_with_long_headers(tmp_path, make_store):
     store = make_store(ObjectTier(str(tmp_path / "durable")))
     store.put(KEY, b"value", meta={"notes": "x" * 6000})  # a header of over 4 KiB
-    ((name, header),) = list(store.headers())
-    assert header is not None and header.meta["notes"] == "x" * 6000
+    ((_, header),) = list(store.headers())
+    assert header is not None
+    assert header.meta["notes"] == "x" * 6000
     assert sweep(store).entries == 0
     assert clear(store, older_than=3600).entries == 0
     assert store.get(KEY) == b"value"
@@ -181,9 +184,8 @@ def test_a_thread_pool_wider_than_the_connection_pool_is_not_an_outage(redis_url
 
 
 def test_a_value_over_protocol_limits_is_refused_not_an_outage(make_store, tmp_path):
-    from tests.servers import RedisServer
-
     from flowcache.tiers.redis import RedisTier
+    from tests.servers import RedisServer
 
     server = RedisServer(None, "--proto-max-bulk-len", "1mb").start()
     try:
@@ -195,7 +197,8 @@ def test_a_value_over_protocol_limits_is_refused_not_an_outage(make_store, tmp_p
         counters = store.counters.tier("redis")
         assert counters.errors == 1  # that write failed, and only that write
         assert store.get(small) == b"small"
-        assert counters.hits == 1 and counters.skipped == 0  # Redis still serves small reads
+        assert counters.hits == 1  # Redis still serves small reads
+        assert counters.skipped == 0
     finally:
         server.stop()
 
@@ -203,10 +206,9 @@ def test_a_value_over_protocol_limits_is_refused_not_an_outage(make_store, tmp_p
 def test_locks_degrade_when_redis_is_out_of_memory_or_busy(make_store, tmp_path):
     import redis
 
-    from tests.servers import RedisServer
-
     from flowcache.locks import FileLocks, RedisLocks
     from flowcache.tiers.redis import RedisTier
+    from tests.servers import RedisServer
 
     server = RedisServer(None, "--maxmemory", "2mb", "--maxmemory-policy", "noeviction").start()
     try:
@@ -240,11 +242,9 @@ def _busy(url: str) -> None:
     import redis
 
     client = redis.Redis.from_url(url, socket_timeout=60)
-    try:
+    with contextlib.suppress(redis.exceptions.RedisError):
         client.eval("local t0 = redis.call('time')[1] "
                     "while tonumber(redis.call('time')[1]) - t0 < 4 do end return 1", 0)
-    except redis.exceptions.RedisError:
-        pass
 
 
 def _answers_busy(url: str) -> bool:
@@ -316,9 +316,8 @@ def test_after_a_backoff_the_breaker_sends_one_trial_not_one_per_thread(tmp_path
 def test_a_frozen_redis_costs_a_bounded_wait_then_is_skipped(make_store, tmp_path):
     import signal
 
-    from tests.servers import RedisServer
-
     from flowcache.tiers.redis import RedisTier
+    from tests.servers import RedisServer
 
     server = RedisServer().start()
     try:
