@@ -129,6 +129,14 @@ class LockTimeout(FlowcacheError, TimeoutError):
     """Another producer of the same key held its lock for longer than the caller would wait."""
 
 
+class LedgerRetry(FlowcacheError):
+    """A ledger backend took some events and refused the others for now: retry ``events``."""
+
+    def __init__(self, events: list, reason: str) -> None:
+        self.events = events
+        super().__init__(reason)
+
+
 class ManifestError(FlowcacheError, ValueError):
     """A run manifest file exists but cannot be read as one."""
 

@@ -16,6 +16,12 @@ inode each update replaces), and the new version is written to a temporary file,
 renamed over the old one: no update is lost, and a reader (who takes no lock) sees the old
 version or the new one, never a torn file.
 
+Every update also writes ``<dir>/.flowcache-manifest.json.bak``, the same last good version.
+A manifest damaged outside flowcache (a bad edit, a full disk, a copy cut short) is therefore
+never a reason to lose records: readers fall back to the backup, the next writer puts the
+damaged file aside (``.corrupt-<time>``) and continues from the backup, and
+``flowcache runs DIR --repair`` does the same on demand.
+
 An entry is *stale* when an input's fingerprint (:mod:`flowcache.keys.fingerprints`) differs from
 the one recorded before the task ran: the file was produced from inputs that have changed since.
 Only local directories have manifests (``flock`` and rename are local-filesystem guarantees).
@@ -29,6 +35,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +49,7 @@ from flowcache.keys.recipe import RETURN, KeyRecipe, as_file_refs, file_refs
 log = logging.getLogger("flowcache.manifest")
 
 MANIFEST_NAME = ".flowcache-manifest.json"
+BACKUP_SUFFIX = ".bak"
 LOCK_NAME = ".flowcache-manifest.lock"
 FORMAT = 1
 _CONFIG_REPR = 200
@@ -51,9 +59,26 @@ def manifest_path(directory: str | os.PathLike[str]) -> Path:
     return Path(directory) / MANIFEST_NAME
 
 
+def backup_path(directory: str | os.PathLike[str]) -> Path:
+    return Path(directory) / (MANIFEST_NAME + BACKUP_SUFFIX)
+
+
 def read(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """The directory's manifest (an empty one if there is none); takes no lock."""
-    path = manifest_path(directory)
+    """The directory's manifest (an empty one if there is none), or its backup if the
+    manifest is damaged; takes no lock."""
+    try:
+        return _load(manifest_path(directory))
+    except ManifestError as damaged:
+        try:
+            data = _load(backup_path(directory))
+        except ManifestError:
+            raise damaged from None
+        log.warning("%s; reading its backup (run `flowcache runs %s --repair`)", damaged,
+                    directory)
+        return data
+
+
+def _load(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -61,10 +86,44 @@ def read(directory: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ManifestError(f"{path} is not valid JSON ({exc}); fix or remove it") from None
+        raise ManifestError(f"{path} is not valid JSON ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("workflows"), dict):
         raise ManifestError(f"{path} is not a flowcache manifest (no 'workflows' table)")
     return data
+
+
+def repair(directory: str | os.PathLike[str]) -> str:
+    """Put a damaged manifest aside and restore the last good version from its backup;
+    returns what was done. Nothing is deleted: the damaged file is kept, renamed."""
+    with locked(directory) as path:
+        data, note = _recovered(Path(directory), path)
+        if note:
+            _write_both(path, data)
+        return note or f"{path} is readable: nothing to repair"
+
+
+def _recovered(directory: Path, path: Path) -> tuple[dict[str, Any], str]:
+    """The manifest to update (held under the lock): the file, or its backup when the file is
+    damaged (the damaged file then moved aside); and a note of what was recovered."""
+    try:
+        return _load(path), ""
+    except ManifestError as damaged:
+        try:
+            data = _load(backup_path(directory))
+        except ManifestError as lost:
+            raise ManifestError(f"{damaged}, and its backup too ({lost}); both are kept as "
+                                "they are: mend one by hand") from None
+        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}-{uuid.uuid4().hex[:6]}")
+        os.replace(path, aside)
+        records = sum(len(files) for files in data["workflows"].values())
+        if backup_path(directory).exists():
+            note = (f"{damaged}: moved it to {aside.name} and restored the last good version "
+                    f"({records} records) from {backup_path(directory).name}")
+        else:
+            note = (f"{damaged}: moved it to {aside.name} (no backup to restore from: its "
+                    "records are kept there for a repair by hand) and started a new one")
+        log.warning(note)
+        return data, note
 
 
 @contextlib.contextmanager
@@ -86,12 +145,19 @@ def update(directory: str | os.PathLike[str], workflow: str,
     if not workflow:
         raise ValueError("a manifest entry needs a workflow name")
     with locked(directory) as path:
-        data = read(directory)
+        data, _ = _recovered(Path(directory), path)
         data["format"] = FORMAT
         data["workflows"].setdefault(workflow, {}).update(
             {name: dict(entry) for name, entry in files.items()})
-        _replace(path, data)
+        _write_both(path, data)
     return data
+
+
+def _write_both(path: Path, data: Mapping[str, Any]) -> None:
+    """The manifest, then its backup: a crash between them leaves the older backup, never
+    a record lost from both."""
+    _replace(path, data)
+    _replace(path.with_name(path.name + BACKUP_SUFFIX), data)
 
 
 def _replace(path: Path, data: Mapping[str, Any]) -> None:

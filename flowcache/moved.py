@@ -39,6 +39,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "flowcache.carbon.blend": ("flowcache.carbon.forecasting.blend",),
     "flowcache.carbon.ensemble": ("flowcache.carbon.forecasting.ensemble",),
     "flowcache.carbon.holtwinters": ("flowcache.carbon.forecasting.holtwinters",),
+    "flowcache.carbon.cli": ("flowcache.cli.carbon",),
 }
 
 

@@ -75,7 +75,7 @@ def test_fifty_processes_update_one_manifest_and_no_reader_sees_a_torn_file(tmp_
     assert {entry["update"] for entry in files.values()} == {3}  # every last update kept
     assert len({entry["pid"] for entry in files.values()}) == 50
     assert sorted(p.name for p in directory.iterdir()) == sorted(  # no temporary files left
-        [manifest.LOCK_NAME, manifest.MANIFEST_NAME])
+        [manifest.LOCK_NAME, manifest.MANIFEST_NAME, manifest.backup_path(directory).name])
 
 
 # -- cache(outputs=...) ---------------------------------------------------------------------------
@@ -166,11 +166,13 @@ def test_declaring_outputs_wrongly_is_a_clear_error(store):
         cache(outputs=["target"], files=["target"])(write)
 
 
-def test_a_damaged_manifest_is_reported_not_overwritten(tmp_path):
+def test_a_damaged_manifest_is_kept_aside_not_overwritten(tmp_path, caplog):
     manifest.manifest_path(tmp_path).write_text('{"workflows": {')
-    with pytest.raises(manifest.ManifestError, match="not valid JSON"):
-        manifest.update(tmp_path, "wf", {"a": {}})
-    assert manifest.manifest_path(tmp_path).read_text() == '{"workflows": {'
+    manifest.update(tmp_path, "wf", {"a": {}})  # the writer's record is not lost either
+    (aside,) = tmp_path.glob(".flowcache-manifest.json.corrupt-*")
+    assert aside.read_text() == '{"workflows": {'  # the damaged file, as it was
+    assert "not valid JSON" in caplog.text
+    assert manifest.read(tmp_path)["workflows"] == {"wf": {"a": {}}}
     missing = CliRunner().invoke(app, ["runs", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2
     assert "no run manifest" in missing.output
@@ -196,3 +198,19 @@ def test_a_prefect_task_records_its_flow_and_run(store, tmp_path):
     assert entry["run"] == str(state.state_details.flow_run_id)
     assert entry["task"] == "render"
     assert entry["config"] == {"text": "hello"}
+
+
+def test_no_record_is_lost_when_a_manifest_is_damaged(tmp_path):
+    for name in ("a.csv", "b.csv", "c.csv"):
+        manifest.update(tmp_path, "wf", {name: {"task": name}})
+    manifest.manifest_path(tmp_path).write_text("truncat")  # damaged outside flowcache
+    assert set(manifest.read(tmp_path)["workflows"]["wf"]) == {"a.csv", "b.csv", "c.csv"}
+    manifest.update(tmp_path, "wf", {"d.csv": {"task": "d"}})  # the next writer
+    assert set(manifest.read(tmp_path)["workflows"]["wf"]) == {"a.csv", "b.csv", "c.csv",
+                                                               "d.csv"}
+    manifest.manifest_path(tmp_path).write_text("[]")
+    result = CliRunner().invoke(app, ["runs", str(tmp_path), "--repair"])
+    assert result.exit_code == 0, result.output
+    assert "restored the last good version (4 records)" in result.output
+    assert len(manifest.read(tmp_path)["workflows"]["wf"]) == 4
+    assert len(list(tmp_path.glob(".flowcache-manifest.json.corrupt-*"))) == 2

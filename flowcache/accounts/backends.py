@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from flowcache.accounts.billing import EVENT_FIELDS, Event, event_from_fields
+from flowcache.errors import LedgerRetry
 
 log = logging.getLogger("flowcache.accounts.ledger")
 
@@ -98,18 +99,29 @@ class RedisBackend:
         return f"{self.prefix}ledger:{{{user}}}"
 
     def append(self, events: Sequence[Event]) -> None:
-        """Append; an event Redis refuses for good (``NOPERM``: another tenant's stream) is
-        dropped with a warning rather than retried forever. Connection errors raise."""
+        """Append. An event Redis refuses for good (``NOPERM``: another tenant's stream) is
+        dropped, saying how many and why; one it refuses for now (out of memory, busy with
+        a script) is kept for a retry (:class:`LedgerRetry` carries those), so nobody is
+        undercharged by a transient refusal. Connection errors raise (all are retried)."""
+        import redis
+
         pipe = self.client.pipeline(transaction=False)
         for event in events:
             pipe.xadd(self.key(event.user), {k: _wire(v) for k, v in event.fields().items()
                                              if v is not None and v != ""})
-        refused = [(event, result) for event, result in zip(
-            events, pipe.execute(raise_on_error=False), strict=True)
-            if isinstance(result, Exception)]
-        if refused:
-            log.warning("the ledger dropped %d events Redis refused (first: %s for %s)",
-                        len(refused), refused[0][1], refused[0][0].user)
+        retry, dropped = [], []
+        for event, result in zip(events, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(result, redis.exceptions.NoPermissionError):
+                dropped.append((event, result))
+            elif isinstance(result, Exception):
+                retry.append((event, result))
+        if dropped:
+            log.warning("the ledger dropped %d events Redis refused for good (first: %s, "
+                        "for user %s): this connection may not write those users' streams",
+                        len(dropped), dropped[0][1], dropped[0][0].user)
+        if retry:
+            raise LedgerRetry([event for event, _ in retry],
+                              f"Redis refused {len(retry)} events for now ({retry[0][1]})")
 
     def events(self, user: str, since: float | None = None) -> Iterator[Event]:
         # stream IDs are the Redis server's clock, events' ``ts`` the writers': allow for skew

@@ -33,6 +33,7 @@ from collections.abc import Callable
 
 from flowcache.accounts.backends import LedgerBackend, RedisBackend, SQLiteBackend
 from flowcache.accounts.billing import Event, Residency, open_residencies
+from flowcache.errors import LedgerRetry
 from flowcache.frames import Header
 from flowcache.identity import namespace_of
 from flowcache.listeners import StoreListener
@@ -104,8 +105,11 @@ class Ledger:
             try:
                 self.backend.append(batch)
             except Exception as exc:
+                # retry what was not taken: all of it, or the events a partly refused
+                # batch names (those taken must not be recorded twice)
+                again = exc.events if isinstance(exc, LedgerRetry) else batch
                 with self._lock:
-                    self._pending[:0] = batch
+                    self._pending[:0] = again
                 self._failures += 1
                 self._retry_at = time.monotonic() + min(self.backoff_cap,
                                                         0.5 * 2 ** (self._failures - 1))

@@ -2,7 +2,7 @@
 
 from typer.testing import CliRunner
 
-from flowcache.carbon.cli import carbon_app
+from flowcache.cli.carbon import carbon_app
 
 runner = CliRunner()
 

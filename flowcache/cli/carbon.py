@@ -1,10 +1,9 @@
-"""The ``flowcache carbon`` commands: ``forecast REGION`` and ``plan``, as a Typer app.
+"""The ``flowcache carbon`` commands: ``forecast REGION``, ``plan`` and ``report RUN``.
 
-Mounted by ``flowcache/cli.py`` as ``app.add_typer(carbon_app, name="carbon")``; runnable alone as
-``python -m flowcache.carbon.cli``. Configuration is read here, at the edge: provider options
-from flags and, for API tokens, the environment (``ELECTRICITYMAPS_TOKEN``,
-``WATTTIME_USERNAME``/``WATTTIME_PASSWORD``). The default provider reads the shipped 2022
-Electricity Maps files, so ``--at 2022-06-01T12:00Z`` works offline.
+Configuration is read here, at the edge: provider options from flags and, for API tokens, the
+environment (``ELECTRICITYMAPS_TOKEN``, ``WATTTIME_USERNAME``/``WATTTIME_PASSWORD``). The
+default provider reads the shipped 2022 Electricity Maps files, so ``--at 2022-06-01T12:00Z``
+works offline. A plan made without any carbon data (run now at home, by default) exits 1.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from flowcache.carbon.decision import Job
@@ -23,11 +21,14 @@ from flowcache.carbon.forecasting.methods import forecast_for
 from flowcache.carbon.planner import Planner, run_now_at_home
 from flowcache.carbon.providers import get_provider
 from flowcache.carbon.timestamps import duration_seconds, iso, to_epoch
-from flowcache.errors import CarbonError, FlowcacheError
+from flowcache.cli import output
+from flowcache.errors import CarbonError
 
-carbon_app = typer.Typer(help="Grid carbon intensity: forecasts and carbon-aware plans.",
+carbon_app = typer.Typer(
+    cls=output.OneLineErrors, help="Grid carbon intensity: forecasts and carbon-aware plans.",
                          no_args_is_help=True)
-console = Console()
+console = output.console
+Json = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 
 Provider = Annotated[str, typer.Option("--provider", help="files, electricitymaps, watttime, "
                                        "ukgrid, carbonaware, sdkjson")]
@@ -76,14 +77,14 @@ def forecast(region: Annotated[str, typer.Argument(help="cloud region, alias or 
              hours: Annotated[float, typer.Option(help="forecast horizon in hours")] = 24.0,
              method: Method = "ensemble", data_dir: DataDir = None, csv: Csv = None,
              column: Annotated[str, typer.Option(help="lca or direct (files)")] = "lca",
-             base_url: Annotated[str | None, typer.Option(help="API base URL")] = None) -> None:
+             base_url: Annotated[str | None, typer.Option(help="API base URL")] = None,
+             as_json: Json = False) -> None:
     """Print the intensity forecast for REGION."""
-    try:
-        source = make_provider(provider, data_dir, csv, column, base_url)
-        series = forecast_for(source, region, _now(at), hours * 3600.0, using=method)
-    except (FlowcacheError, CarbonError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+    source = make_provider(provider, data_dir, csv, column, base_url)
+    series = forecast_for(source, region, _now(at), hours * 3600.0, using=method)
+    if as_json:
+        output.emit_json(series.to_dict())
+        return
     table = Table(title=f"{region}: {series.signal} gCO2eq/kWh from {series.source}"
                   + (f" (fallback: {series.fallback})" if series.fallback else ""))
     table.add_column("from (UTC)")
@@ -107,31 +108,33 @@ def plan(duration: Annotated[str, typer.Option(help="expected run time, e.g. 2h"
          column: Annotated[str, typer.Option(help="lca or direct (files)")] = "lca",
          plot: Annotated[Path | None, typer.Option(help="write a PNG of the forecasts and the "
                                                    "chosen window (needs matplotlib)")] = None,
-         base_url: Annotated[str | None, typer.Option(help="API base URL")] = None) -> None:
+         base_url: Annotated[str | None, typer.Option(help="API base URL")] = None,
+         as_json: Json = False) -> None:
     """Choose when and where to run a job, and print why."""
     names = [r.strip() for r in regions.split(",") if r.strip()]
     if not names:
         raise typer.BadParameter("give at least one region")
-    try:
-        now = _now(at)
-        delay = duration_seconds(max_delay)
-        job = Job(duration=duration_seconds(duration), earliest=now, home=home or names[0],
-                  power_w=power, max_delay=delay, regions=tuple(names), data_gb=data_gb,
-                  interruptible=interruptible, deadline=now + delay + duration_seconds(duration)
-                  if interruptible else None, name="cli")
-        source = make_provider(provider, data_dir, csv, column, base_url)
-        horizon = max(job.window_end - now, 3600.0)
-        forecasts, failed = {}, []
-        for region in job.allowed:
-            try:
-                forecasts[region] = forecast_for(source, region, now, horizon, using=method)
-            except CarbonError as exc:
-                failed.append(f"{region}: {exc}")
-        decision = Planner(forecasts).plan(job) if forecasts else run_now_at_home(
-            job, "no forecasts: " + "; ".join(failed), planned_at=now)
-    except (FlowcacheError, CarbonError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+    now = _now(at)
+    delay = duration_seconds(max_delay)
+    job = Job(duration=duration_seconds(duration), earliest=now, home=home or names[0],
+              power_w=power, max_delay=delay, regions=tuple(names), data_gb=data_gb,
+              interruptible=interruptible, deadline=now + delay + duration_seconds(duration)
+              if interruptible else None, name="cli")
+    source = make_provider(provider, data_dir, csv, column, base_url)
+    horizon = max(job.window_end - now, 3600.0)
+    forecasts, failed = {}, []
+    for region in job.allowed:
+        try:
+            forecasts[region] = forecast_for(source, region, now, horizon, using=method)
+        except CarbonError as exc:
+            failed.append(f"{region}: {exc}")
+    decision = Planner(forecasts).plan(job) if forecasts else run_now_at_home(
+        job, "no forecasts: " + "; ".join(failed), planned_at=now)
+    if as_json:
+        output.emit_json({"decision": decision.to_dict(), "left_out": failed})
+        if not forecasts:
+            raise typer.Exit(output.FAILURE)
+        return
     table = Table(title=f"{duration} job, up to {max_delay} delay, at {iso(now)}")
     for col in ("region", "run now g/kWh", "best window g/kWh", "best start (UTC)"):
         table.add_column(col, justify="right" if "g/kWh" in col else "left")
@@ -145,18 +148,18 @@ def plan(duration: Annotated[str, typer.Option(help="expected run time, e.g. 2h"
     console.print(f"[bold]decision:[/bold] {decision.reason}")
     for line in failed:
         console.print(f"[yellow]left out[/yellow] {line}")
+    if not forecasts:
+        output.fail("no carbon data for any region: the plan is only 'run now at home'")
     if plot is not None:
         from flowcache.carbon.plot import plot_plan
-        try:
-            plot_plan(forecasts, decision, plot)
-        except ImportError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(1) from exc
+
+        plot_plan(forecasts, decision, plot)
         console.print(f"wrote {plot}")
 
 
 @carbon_app.command()
-def report(flow_run: Annotated[str, typer.Argument(help="the flow run id")]) -> None:
+def report(flow_run: Annotated[str, typer.Argument(help="the flow run id")],
+           as_json: Json = False) -> None:
     """Print what the carbon-aware runner decided for a flow run and what it saved."""
     from flowcache.carbon.report import load_records, report_rows, summary_line
     from flowcache.config import StoreConfig
@@ -164,10 +167,12 @@ def report(flow_run: Annotated[str, typer.Argument(help="the flow run id")]) -> 
     try:
         records = load_records(StoreConfig.from_env().build(), flow_run)
     except KeyError:
-        console.print(f"[red]no carbon records for flow run {flow_run}[/red] (a run keeps "
-                      "them only if it used the CarbonAwareTaskRunner with carbon-aware tasks, "
-                      "and you read the store it wrote to)")
-        raise typer.Exit(1) from None
+        output.fail(f"no carbon records for flow run {flow_run} (a run keeps them only if it "
+                    "used the CarbonAwareTaskRunner with carbon-aware tasks, and you read the "
+                    "store it wrote to)")
+    if as_json:
+        output.emit_json(report_rows(records))
+        return
     table = Table("task", "action", "region", "planned start", "actual start", "expected g",
                   "realised g", "now at home g", "saved g", "saved %",
                   title=f"carbon decisions of flow run {flow_run}")
@@ -186,6 +191,3 @@ def _cell(value: Any) -> str:
         return "-"
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
-
-if __name__ == "__main__":
-    carbon_app()

@@ -1,0 +1,5 @@
+"""``python -m flowcache``: the ``flowcache`` command."""
+
+from flowcache.cli import main
+
+main()
