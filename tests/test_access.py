@@ -14,7 +14,7 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from flowcache.accounts.ledger import Ledger, SQLiteBackend, ledger_of
+from flowcache.accounts.ledger import Ledger, RedisBackend, SQLiteBackend, ledger_of
 from flowcache.admin import (
     RedisTenant,
     acl_username,
@@ -32,7 +32,7 @@ from flowcache.config import (
     use_store,
 )
 from flowcache.errors import ConfigError, CorruptEntry, ForeignEntry, ForeignNamespace
-from flowcache.frames import Header, encode_payload
+from flowcache.frames import Frame, Header, encode_payload
 from flowcache.identity import Identity, new_key
 from flowcache.locks import RedisLocks
 from flowcache.purge import RunTracker
@@ -479,3 +479,55 @@ def test_a_flow_can_cache_as_another_user(make_store, tmp_path, default_store_of
     assert len(list(bob.scan())) == 4
     assert list(alice.scan()) == []
     assert os.path.isdir(tmp_path / "d" / "bob")
+
+
+# -- names from users never become paths (issue 14) --------------------------------------------
+def test_names_with_path_syntax_never_reach_another_namespace(tmp_path, make_store):
+    from flowcache.errors import InvalidName
+
+    shared = tmp_path / "shared"
+    alice = make_store(ObjectTier(str(shared)), who=Identity("alice", new_key()))
+    bob = make_store(ObjectTier(str(shared)), who=Identity("bob", new_key()))
+    key = "ab" * 32
+    alice.put(key, b"alice's")
+    alice_file = shared / alice.name_for(key)
+    assert alice_file.exists()
+    for attempt in (lambda: bob.delete_name(f"bob/../alice/ab/{key}"),
+                    lambda: bob.delete_name(f"bob/ab/../../alice/ab/{key}"),
+                    lambda: bob.delete(f"./../alice/ab/{key}"),
+                    lambda: bob.put(f"./../alice/ab/{key}", b"bob's"),
+                    lambda: bob.get(f"../alice/ab/{key}"),
+                    lambda: bob.durable.delete(f"bob/../alice/ab/{key}"),
+                    lambda: bob.durable.put(f"bob/../../etc/{key}", Frame((b"x",)))):
+        with pytest.raises((InvalidName, ForeignNamespace)):
+            attempt()
+    assert alice_file.read_bytes()[:4] == b"FLWC"
+    assert alice.get(key) == b"alice's"
+    assert not (tmp_path / "etc").exists()
+
+
+def test_the_ledger_keeps_what_redis_refuses_for_now_and_retries_it(own_redis):
+    import redis as redis_py
+
+    admin = redis_py.Redis.from_url(own_redis.url)
+    admin.config_set("maxmemory-policy", "noeviction")
+    ledger = Ledger(RedisBackend(admin), flush_every=3600)
+    ledger.wrote("alice", "object", "alice/00/a", 10, None)
+    assert ledger.flush()
+    admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) + 100_000)
+    filler = 0
+    while True:
+        try:
+            admin.set(f"filler:{filler}", b"x" * 1000)
+        except redis_py.exceptions.OutOfMemoryError:
+            break
+        filler += 1
+    for i in range(5):
+        ledger.wrote("alice", "object", f"alice/00/{i}", 10, None)
+    assert ledger.flush() is False  # refused for now: kept queued, not dropped
+    assert ledger.dropped == 0
+    admin.config_set("maxmemory", 0)
+    assert ledger.flush() is True
+    names = [event.name for event in ledger.events("alice")]
+    assert names == ["alice/00/a"] + [f"alice/00/{i}" for i in range(5)]  # each once
+    ledger.close()
