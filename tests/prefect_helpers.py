@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 
-def eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+def eventually(check: Callable[[], Any], timeout: float = 120.0) -> Any:
     """Poll ``check`` until it returns something truthy: the API persists states asynchronously."""
     deadline = time.monotonic() + timeout
     while True:

@@ -39,7 +39,7 @@ def regions():
             yield client, by_region
         finally:
             north.terminate()
-            north.wait(30)
+            north.wait(120)
 
 
 def test_a_carbon_aware_submission_lands_on_the_greener_regions_workers(regions, store_dir):
@@ -89,7 +89,7 @@ def test_cancelling_held_work(regions, store_dir):
     assert held.done()
     with pytest.raises(RuntimeError, match="cancelled"):
         held.result(5)
-    assert eventually(lambda: placer.pending == 0, 5)
+    assert eventually(lambda: placer.pending == 0, 120)
     placer.close(wait=False)
 
 

@@ -59,7 +59,7 @@ def test_eight_processes_fetch_one_block_once(s3, tmp_path, request):
         proc.start()
     digests = [results.get(timeout=120) for _ in procs]
     for proc in procs:
-        proc.join(30)
+        proc.join(120)
         assert proc.exitcode == 0
     assert set(digests) == {hashlib.sha256(data[BLOCK + 10:BLOCK + 5000]).hexdigest()}
     assert remote.data_gets("shared.bin") == 1, s3.proxy.paths

@@ -276,11 +276,12 @@ def test_the_ledger_watch_command_ends_residencies_redis_evicts(own_redis, tmp_p
         admin.config_set("maxmemory", 0)
         assert admin.dbsize() == 0
         reader = Ledger(SQLiteBackend(ledger_path))
-        removed = eventually(lambda: [e for e in reader.events("alice") if e.kind == "remove"])
+        removed = eventually(lambda: [e for e in reader.events("alice") if e.kind == "remove"],
+                             120)
         assert [(e.tier, e.name, e.reason) for e in removed] == [("redis", name, "evicted")]
     finally:
         watch.send_signal(signal.SIGINT)
-        output, _ = watch.communicate(timeout=30)
+        output, _ = watch.communicate(timeout=120)
     assert watch.returncode == 0
     assert "recorded 1 removals" in output
 

@@ -78,7 +78,7 @@ def test_a_cancelled_run_purges_its_intermediates(env):
     finally:
         server.send_signal(signal.SIGINT)
         try:
-            server.wait(30)
+            server.wait(120)
         except subprocess.TimeoutExpired:
             server.kill()
 

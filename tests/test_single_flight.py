@@ -45,7 +45,7 @@ def _run_race(env: dict, tmp_path: Path) -> list[tuple[bool, str]]:
         proc.start()
     out = [results.get(timeout=120) for _ in procs]
     for proc in procs:
-        proc.join(30)
+        proc.join(120)
         assert proc.exitcode == 0
     producers = Path(counter).read_text().splitlines()
     assert len(producers) == 1, f"the producer ran in {len(producers)} processes"
