@@ -23,6 +23,7 @@ from flowcache.accounts.ledger import ledger_of
 from flowcache.accounts.runstats import RUN_STATS, RunStats
 from flowcache.config import default_store
 from flowcache.purge import PurgeReport, stores_with_runs, tracker_for
+from flowcache.units import format_size
 
 log = logging.getLogger("prefect_cache")
 
@@ -108,10 +109,10 @@ def _report(flow_run: Any, state: Any, stats: RunStats, purged: PurgeReport | No
         logger = log
     line = stats.summary()
     if purged is not None:
-        line += f"; purged {purged.entries} intermediates ({purged.bytes:,} bytes)"
+        line += f"; purged {purged.entries} intermediates ({format_size(purged.bytes)})"
     if usage is not None:
-        line += (f"; {usage.byte_hours:.6g} byte-hours so far, {usage.bytes_added:,} cache "
-                 "bytes added")
+        line += (f"; {usage.byte_hours:.6g} byte-hours so far, "
+                 f"{format_size(usage.bytes_added)} added to the cache")
     logger.info(line)
     rows = [{"task": task, "hits": int(row["hits"]), "misses": int(row["misses"]),
              "bytes written": int(row["bytes_written"]),
@@ -128,12 +129,13 @@ def _report(flow_run: Any, state: Any, stats: RunStats, purged: PurgeReport | No
     description = (f"flowcache statistics for run {flow_run.name or flow_run.id} "
                    f"({getattr(state, 'name', '')}): {stats.entries_written} entries written")
     if purged is not None:
-        description += f"; {purged.entries} intermediates purged ({purged.bytes:,} bytes)"
+        description += (f"; {purged.entries} intermediates purged "
+                        f"({format_size(purged.bytes)})")
     if usage is not None:
         tiers = ", ".join(f"{tier} {seconds / 3600:.6g}" for tier, seconds
                           in sorted(usage.byte_seconds.items()))
         description += (f"; {usage.byte_hours:.6g} byte-hours so far ({tiers or 'none'}); "
-                        f"{usage.bytes_added:,} cache bytes added by the run")
+                        f"{format_size(usage.bytes_added)} added to the cache by the run")
     try:
         _create_table_artifact(flow_run.id, rows, description)
     except Exception as exc:

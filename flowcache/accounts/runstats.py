@@ -12,6 +12,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from flowcache.units import format_size
+
 
 @dataclass
 class RunStats:
@@ -58,7 +60,7 @@ class RunStats:
 
     def summary(self) -> str:
         return (f"flowcache: {self.hits} hits, {self.misses} misses, "
-                f"{self.entries_written} entries written ({_size(self.bytes_written)}), "
+                f"{self.entries_written} entries written ({format_size(self.bytes_written)}), "
                 f"{self.seconds_saved:.2f}s saved by hits")
 
 
@@ -86,11 +88,3 @@ class RunStatsRegistry:
 
 
 RUN_STATS = RunStatsRegistry()
-
-
-def _size(nbytes: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if nbytes < 1000 or unit == "GB":
-            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1000
-    return f"{nbytes:.1f} TB"
