@@ -32,6 +32,7 @@ from flowcache.carbon.emissions import PowerModel
 from flowcache.carbon.options import options_of
 from flowcache.carbon.providers import IntensityProvider, get_provider
 from flowcache.carbon.records import DecisionRecord
+from flowcache.config import CarbonSettings
 
 log = logging.getLogger("dask_cache.carbon")
 
@@ -81,14 +82,20 @@ class CarbonPlacer:
                  provider: IntensityProvider | str = "files", clock: Clock | None = None,
                  capacity: int | dict[str, int] | None = None, power: PowerModel | None = None,
                  resource: str = "region-{region}", min_deferral: float = 60.0,
-                 store: Any = None) -> None:
+                 store: Any = None, decision_budget: float | None = None,
+                 risk_aware: bool | None = None) -> None:
+        settings = CarbonSettings.from_env()
         self.client = client
         self.clock = clock or WallClock()
         self.resource = resource
         self.store = store
         advisor = CarbonAdvisor(get_provider(provider) if isinstance(provider, str)
                                 else provider, home=home, regions=regions,
-                                clock=self.clock, capacity=capacity, power=power)
+                                clock=self.clock, capacity=capacity, power=power,
+                                decision_budget=decision_budget or settings.budget,
+                                accounting_budget=decision_budget or settings.budget,
+                                risk_aware=settings.risk_aware if risk_aware is None
+                                else risk_aware)
         self.dispatcher = CarbonDispatcher(advisor, clock=self.clock, min_deferral=min_deferral,
                                            name="flowcache-dask-release").start()
         self._held: list[PlacedFuture] = []

@@ -22,7 +22,9 @@ Other settings (environment first, then ``[flowcache]`` in ``FLOWCACHE_CONFIG`` 
 * ``FLOWCACHE_LOCKS``: ``auto`` (Redis leases when a Redis tier is configured, else file locks),
   ``redis``, ``file`` or ``thread``;
 * ``FLOWCACHE_LEDGER``: ``auto`` (a stream in the store's Redis, else SQLite under the cache
-  dir), ``sqlite``, ``redis``, a SQLite path, a ``redis://`` URL of its own, or ``off``.
+  dir), ``sqlite``, ``redis``, a SQLite path, a ``redis://`` URL of its own, or ``off``;
+* ``FLOWCACHE_CARBON_BUDGET`` (default ``5s``), ``FLOWCACHE_CARBON_RISK_AWARE`` (default
+  true), ``FLOWCACHE_CARBON_TEAM_VIEW`` (default false): see :class:`CarbonSettings`.
 
 Inside one process, ``with flowcache_user("alice"):`` (or ``use_store(store)``) makes another
 user's store the default for the code it wraps, e.g. one flow's tasks.
@@ -56,13 +58,15 @@ from flowcache.store import TieredStore
 from flowcache.tiers.spec import TierSpec, parse_store_spec, split_store_spec
 from flowcache.units import parse_duration, parse_size
 
-__all__ = ["SETTINGS", "StoreConfig", "TierSpec", "default_store", "flowcache_user",
-           "parse_size", "set_default_store", "split_store_spec", "store_for_user", "use_store"]
+__all__ = ["SETTINGS", "CarbonSettings", "StoreConfig", "TierSpec", "default_store",
+           "flowcache_user", "parse_size", "set_default_store", "split_store_spec",
+           "store_for_user", "use_store"]
 
 APP = "flowcache"
 #: every setting, by its name in the TOML file (the variable is FLOWCACHE_<NAME upper-cased>)
 SETTINGS = ("store", "user", "signing_key", "signing_key_file", "keys_dir", "storage_options",
-            "locks", "lock_dir", "lock_lease", "ledger", "huge_pages")
+            "locks", "lock_dir", "lock_lease", "ledger", "huge_pages",
+            "carbon_budget", "carbon_risk_aware", "carbon_team_view")
 #: variables that are not settings of a store: the config file's path
 OTHER_VARIABLES = ("FLOWCACHE_CONFIG",)
 
@@ -89,14 +93,7 @@ class StoreConfig:
         """The configuration of the environment (then the TOML file), checked strictly: an
         unknown variable or key, a bad value or a store chain that cannot work is a
         :class:`ConfigError` naming it, before anything is built."""
-        env = os.environ if env is None else env
-        file_settings = _read_config_file(env)
-        _check_names(env, file_settings)
-
-        def setting(name: str, default: Any = None) -> Any:
-            value = env.get(f"FLOWCACHE_{name.upper()}")
-            return value if value is not None else file_settings.get(name, default)
-
+        setting = _settings(env)
         spec = setting("store") or default_store_spec()
         if isinstance(spec, list):
             tiers = tuple(str(text) for text in spec)
@@ -194,6 +191,46 @@ class StoreConfig:
             return RedisLocks(redis_tier.client, prefix=f"{redis_tier.prefix}lock:",
                               lease=self.lock_lease, fallback=files)
         return files
+
+
+@dataclass(frozen=True)
+class CarbonSettings:
+    """The operator's settings for carbon-aware work (a runner's own arguments win)."""
+
+    #: wall time all of one flow's carbon decisions may spend waiting for the provider
+    #: (and as much again for its flow-end accounting); past it, work runs now at home
+    budget: float = 5.0
+    #: defer or move work only when the expected saving beats the forecast's uncertainty
+    risk_aware: bool = True
+    #: ``flowcache carbon report --since`` may show every user's records, not only one's own
+    team_view: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> CarbonSettings:
+        setting = _settings(env)
+        budget = parse_duration(setting("carbon_budget", cls.budget), "FLOWCACHE_CARBON_BUDGET")
+        if budget <= 0:
+            raise ConfigError("FLOWCACHE_CARBON_BUDGET must be above zero (e.g. 5s): with no "
+                              "time for decisions, use no carbon-aware runner")
+        flags = {}
+        for name in ("risk_aware", "team_view"):
+            value = setting(f"carbon_{name}", getattr(cls, name))
+            flags[name] = value if isinstance(value, bool) else _boolean(
+                str(value), f"FLOWCACHE_CARBON_{name.upper()}")
+        return cls(budget=budget, **flags)
+
+
+def _settings(env: Mapping[str, str] | None) -> Any:
+    """A reader of settings: the environment first, then the config file; names checked."""
+    env = os.environ if env is None else env
+    file_settings = _read_config_file(env)
+    _check_names(env, file_settings)
+
+    def setting(name: str, default: Any = None) -> Any:
+        value = env.get(f"FLOWCACHE_{name.upper()}")
+        return value if value is not None else file_settings.get(name, default)
+
+    return setting
 
 
 def _check_names(env: Mapping[str, str], file_settings: Mapping[str, Any]) -> None:

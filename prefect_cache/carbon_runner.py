@@ -8,9 +8,13 @@ the grid is cleanest, and everything else exactly as its inner runner would.
         regions={"eu-north": DaskTaskRunner(address=NORTH)},
         provider=get_provider("electricitymaps", token=...)))
 
-For a task marked with :func:`~prefect_cache.carbon_option.carbon` the runner asks the planner
-for a start time and region (forecasts cached per region, a shared capacity ledger so deferred
-work does not pile into one hour), logs the decision in one line, and then:
+For a task marked with :func:`~prefect_cache.carbon_option.carbon` the runner returns a
+:class:`~prefect_cache.deferred_future.DeferredFuture` at once and asks the planner, on the
+dispatcher's decision thread, for a start time and region (forecasts cached per region, a
+shared capacity ledger so deferred work does not pile into one hour); the flow's own thread and
+plain tasks never wait for a carbon provider, and the provider is asked within one time budget
+per flow (``decision_budget`` seconds) behind a breaker. It logs the decision in one line, and
+then:
 
 * **defers**: the submission is held and released at the planned time by one timer thread
   (:class:`~flowcache.carbon.dispatch.CarbonDispatcher`, shared with the Dask placer: this
@@ -49,6 +53,7 @@ from flowcache.carbon.emissions import PowerModel
 from flowcache.carbon.options import options_of
 from flowcache.carbon.providers import IntensityProvider, get_provider
 from flowcache.carbon.records import DecisionRecord
+from flowcache.config import CarbonSettings
 from prefect_cache import carbon_artifacts
 from prefect_cache.deferred_future import DeferredFuture
 
@@ -66,8 +71,17 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
                  power: PowerModel | None = None, default_duration: float = HOUR,
                  horizon: float = 48 * HOUR, refresh_every: float = 900.0,
                  min_deferral: float = 60.0, using: str = "default",
-                 store: Any = None, placeholders: bool = True) -> None:
+                 store: Any = None, placeholders: bool = True,
+                 decision_budget: float | None = None,
+                 risk_aware: bool | None = None) -> None:
         super().__init__()
+        settings = CarbonSettings.from_env() if decision_budget is None or risk_aware is None \
+            else None
+        #: seconds all of a flow run's carbon decisions may wait for the provider (the flow-end
+        #: accounting gets as much again); default FLOWCACHE_CARBON_BUDGET
+        self.decision_budget = decision_budget if decision_budget is not None \
+            else settings.budget
+        self.risk_aware = risk_aware if risk_aware is not None else settings.risk_aware
         self.inner = inner or ThreadPoolTaskRunner()
         self.home = home
         self.regions = dict(regions or {})
@@ -85,6 +99,7 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
         self.overhead_seconds = 0.0  # the runner's own time in submit() for carbon-aware work
         self.submissions = 0
         self.submit_seconds: list[float] = []
+        self.decision_seconds: list[float] = []  # on the decision thread, provider included
         self._children: list[CarbonAwareTaskRunner] = []
         self._reset()
 
@@ -92,8 +107,9 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
         advisor = CarbonAdvisor(
             self.provider, home=self.home, regions=self.regions, clock=self.clock,
             capacity=self.capacity, power=self.power, default_duration=self.default_duration,
-            horizon=self.horizon, refresh_every=self.refresh_every, using=self.using) \
-            if self.provider is not None else None
+            horizon=self.horizon, refresh_every=self.refresh_every, using=self.using,
+            decision_budget=self.decision_budget, accounting_budget=self.decision_budget,
+            risk_aware=self.risk_aware) if self.provider is not None else None
         self.dispatcher = CarbonDispatcher(advisor, clock=self.clock,
                                            min_deferral=self.min_deferral)
         self._durations: dict[str, float | None] = {}
@@ -111,14 +127,15 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
         runs anything, so threads, locks, clients and the provider stay behind.
         """
         keep = ("inner", "home", "regions", "capacity", "power", "default_duration", "horizon",
-                "refresh_every", "min_deferral", "using", "placeholders", "logger", "_started")
+                "refresh_every", "min_deferral", "using", "placeholders", "decision_budget",
+                "risk_aware", "logger", "_started")
         return {name: self.__dict__[name] for name in keep if name in self.__dict__}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.provider, self.clock, self.store = None, WallClock(), None
         self.overhead_seconds, self.submissions, self._children = 0.0, 0, []
-        self.submit_seconds = []
+        self.submit_seconds, self.decision_seconds = [], []
         self._reset()
 
     def duplicate(self) -> CarbonAwareTaskRunner:
@@ -128,7 +145,8 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
             provider=self.provider, clock=self.clock, capacity=self.capacity, power=self.power,
             default_duration=self.default_duration, horizon=self.horizon,
             refresh_every=self.refresh_every, min_deferral=self.min_deferral,
-            using=self.using, store=self.store, placeholders=self.placeholders)
+            using=self.using, store=self.store, placeholders=self.placeholders,
+            decision_budget=self.decision_budget, risk_aware=self.risk_aware)
         self._children.append(twin)  # the flow engine cancels through the original
         return twin
 
@@ -166,6 +184,9 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
         for child in list(self._children):
             child.cancel_all()
         cancelled = self.dispatcher.cancel_all()
+        with self._lock:
+            undecided = [f for f in self._held if not f.released and not f.cancelled]
+        cancelled += sum(f.cancel("cancelled before its carbon decision") for f in undecided)
         if cancelled:
             log.info("carbon-aware runner: cancelled %d held submissions", cancelled)
         for runner in (self.inner, *self.regions.values()):
@@ -186,21 +207,18 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
             return self.inner.submit(task, parameters, wait_for, dependencies)
         self._remember_flow_run()
         context = contextvars.copy_context()
-        now = self.clock.now()
         label = _label(task, parameters)
-        if options is None:
-            region, start, placement = self.home, now, None
-        else:
-            duration, note = self._duration(task, options)
-            placement = self.dispatcher.decide(options, label, duration=duration, note=note)
-            region, start = placement.region, placement.start
-            _run_logger().info(self.advisor.describe(placement))
         try:
-            if not self.dispatcher.should_hold(start) and not upstream:
-                return self._launch(task, parameters, wait_for, dependencies, region,
-                                    placement)
-            return self._hold(task, parameters, wait_for, dependencies, region, placement,
-                              start, upstream, context, label)
+            if options is None:  # a plain task waiting for held inputs: no decision to make
+                return self._hold(task, parameters, wait_for, dependencies, self.home, None,
+                                  self.clock.now(), upstream, context, label)
+            future = DeferredFuture(uuid.uuid4(), self.clock.now(), label)
+            with self._lock:
+                self._held.append(future)
+            self.dispatcher.decide_later(lambda: context.run(
+                self._decide_and_submit, future, task, options, parameters, wait_for,
+                dependencies, upstream, context, label))
+            return future
         finally:
             elapsed = time.perf_counter() - started
             with self._lock:
@@ -208,12 +226,51 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
                 self.submissions += 1
                 self.submit_seconds.append(elapsed)
 
+    def _decide_and_submit(self, future: DeferredFuture, task: Any, options: Any,
+                           parameters: dict[str, Any], wait_for: Any, dependencies: Any,
+                           upstream: list[DeferredFuture], context: contextvars.Context,
+                           label: str) -> None:
+        """On the dispatcher's decision thread: decide, then launch or hold ``future``'s work.
+
+        Whatever happens here, the future ends bound or cancelled: a failure to decide runs
+        the task now at home (the advisor never raises; this is the last guard).
+        """
+        if future.cancelled:
+            return
+        started = time.perf_counter()
+        try:
+            duration, note = self._duration(task, options)
+            placement: Placement | None = self.dispatcher.decide(options, label,
+                                                                 duration=duration, note=note)
+            region, start = placement.region, placement.start
+            _run_logger().info(self.advisor.describe(placement))
+        except Exception as exc:
+            log.warning("carbon decision for %s failed (%s: %s); running it now at home",
+                        label, type(exc).__name__, exc)
+            placement, region, start = None, self.home, self.clock.now()
+        finally:
+            with self._lock:
+                self.decision_seconds.append(time.perf_counter() - started)
+        future.planned_start = start
+        if future.cancelled:
+            return
+        if not self.dispatcher.should_hold(start) and not upstream:
+            future.bind(self._launch(task, parameters, wait_for, dependencies, region,
+                                     placement))
+        else:
+            self._hold(task, parameters, wait_for, dependencies, region, placement, start,
+                       upstream, context, label, future=future)
+
     def _hold(self, task: Any, parameters: dict[str, Any], wait_for: Any, dependencies: Any,
               region: str, run: Placement | None, start: float,
               upstream: list[DeferredFuture],
-              context: contextvars.Context, label: str) -> DeferredFuture:
-        placeholder_id = uuid.uuid4()
-        future = DeferredFuture(placeholder_id, start, label)
+              context: contextvars.Context, label: str,
+              future: DeferredFuture | None = None) -> DeferredFuture:
+        if future is None:
+            future = DeferredFuture(uuid.uuid4(), start, label)
+            with self._lock:
+                self._held.append(future)
+        placeholder_id = future.placeholder_id
         show = self.placeholders and run is not None and self.dispatcher.should_hold(start)
 
         def release() -> None:
@@ -230,8 +287,6 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
                 self._api.put(lambda: carbon_artifacts.release_placeholder(
                     placeholder_id, None, region, cancelled=True))
 
-        with self._lock:
-            self._held.append(future)
         if show and self._api is not None:
             reason = run.decision.reason if run else "waiting for its inputs"
             flow_run_id = self._flow_run_id

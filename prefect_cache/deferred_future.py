@@ -1,6 +1,8 @@
 """A Prefect future for a submission the carbon-aware runner is still holding.
 
-Until the runner releases it, the future stands for a task run that will exist; once released it
+The runner returns one at once for every carbon-aware submission: the decision is made on the
+dispatcher's decision thread, so the flow's thread never waits for a carbon provider. Until the
+runner releases it, the future stands for a task run that will exist; once released it
 delegates to the real future of the runner that ran it. Waiting on it (a dependent task, the
 flow, ``.result()``) waits for the release and then for the run, exactly like any Prefect future;
 cancelling the flow cancels it before it ever runs.
@@ -30,14 +32,18 @@ class DeferredFuture(PrefectFuture[Any]):
         self._lock = threading.Lock()
 
     # -- the runner's side --------------------------------------------------------------------
-    def bind(self, inner: PrefectFuture[Any]) -> None:
-        """The held submission was released and is now ``inner``."""
+    def bind(self, inner: PrefectFuture[Any]) -> bool:
+        """The held submission was released and is now ``inner``; False (and the future
+        stays cancelled) if it was cancelled meanwhile."""
         with self._lock:
+            if self._cancelled:
+                return False
             self._inner = inner
             callbacks, self._callbacks = self._callbacks, []
         self._released.set()
         for callback in callbacks:
             inner.add_done_callback(lambda _done, cb=callback: cb(self))
+        return True
 
     def cancel(self, message: str = "cancelled before its planned start") -> bool:
         with self._lock:
@@ -50,6 +56,16 @@ class DeferredFuture(PrefectFuture[Any]):
         for callback in callbacks:
             callback(self)
         return True
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the work was cancelled before it was released (it never runs)."""
+        return self._cancelled
+
+    @property
+    def placeholder_id(self) -> uuid.UUID:
+        """The id the future stands under until it is released (its placeholder's id)."""
+        return self._placeholder_id
 
     @property
     def released(self) -> bool:

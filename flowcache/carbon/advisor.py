@@ -7,6 +7,13 @@ seconds; one capacity ledger for all decisions, so deferred work does not pile i
 run now at home, with the reason, whenever carbon data is missing), plus where and when to put
 it. After the work ran, the engine reports the actual start, end and region; :meth:`outcomes`
 turns every placement into a :class:`DecisionRecord` with realised and counterfactual grams.
+
+Nothing here may fail or stall a flow: the provider is asked through a
+:class:`~flowcache.carbon.guard.GuardedProvider` (a time budget for all the flow's decisions,
+another for its accounting, and a breaker), and any error while forecasting or planning
+becomes "run now at home" with the reason. Work is deferred or moved only when the window it
+gets (after capacity) is expected to beat running now at home and, when risk-aware (the
+default), only when that saving beats the forecast's uncertainty at that horizon.
 """
 
 from __future__ import annotations
@@ -21,14 +28,16 @@ from flowcache.carbon.capacity import CapacityLedger
 from flowcache.carbon.clocks import Clock, WallClock
 from flowcache.carbon.decision import Decision, Job
 from flowcache.carbon.emissions import PowerModel
+from flowcache.carbon.forecasting.intervals import chance_worse, upper_margin
 from flowcache.carbon.forecasting.methods import forecast_for
+from flowcache.carbon.guard import GuardedProvider
 from flowcache.carbon.options import CarbonOptions
 from flowcache.carbon.planner import Planner, run_now_at_home
 from flowcache.carbon.providers import IntensityProvider
 from flowcache.carbon.records import DecisionRecord, record_outcome
 from flowcache.carbon.series import IntensitySeries
 from flowcache.carbon.timestamps import iso
-from flowcache.errors import CarbonError, ProviderError
+from flowcache.errors import CarbonError
 
 log = logging.getLogger("flowcache.carbon.advisor")
 HOUR = 3600.0
@@ -62,8 +71,13 @@ class CarbonAdvisor:
                  clock: Clock | None = None, capacity: int | dict[str, int] | None = None,
                  power: PowerModel | None = None, default_duration: float = HOUR,
                  horizon: float = 48 * HOUR, refresh_every: float = 900.0,
-                 using: str = "default") -> None:
-        self.provider = provider
+                 using: str = "default", decision_budget: float = 5.0,
+                 accounting_budget: float = 5.0, retry_after: float = 300.0,
+                 risk_aware: bool = True) -> None:
+        self.provider = provider if isinstance(provider, GuardedProvider) else GuardedProvider(
+            provider, budget=decision_budget, retry_after=retry_after)
+        self.accounting_budget = accounting_budget
+        self.risk_aware = risk_aware
         self.home = home
         self.regions = {home, *regions}
         self.clock = clock or WallClock()
@@ -103,6 +117,20 @@ class CarbonAdvisor:
 
     def decide(self, options: CarbonOptions, label: str, now: float, duration: float,
                note: str = "") -> Decision:
+        """The decision for one piece of work; never raises: any failure is "run now at home",
+        with the reason."""
+        try:
+            return self._decide(options, label, now, duration, note)
+        except Exception as exc:
+            log.warning("carbon decision for %s failed (%s: %s); running it now at home",
+                        label, type(exc).__name__, exc)
+            fallback = Job(duration=max(duration, 1.0), earliest=now, home=self.home,
+                           energy_kwh=0.0, name=label)
+            return run_now_at_home(fallback, f"the carbon decision failed "
+                                             f"({type(exc).__name__}: {exc})", planned_at=now)
+
+    def _decide(self, options: CarbonOptions, label: str, now: float, duration: float,
+                note: str) -> Decision:
         defers = options.defers or options.mode == "advise"
         allowed = tuple(r for r in options.regions if r in self.regions)
         try:
@@ -126,9 +154,47 @@ class CarbonAdvisor:
                                    forecast=forecasts[self.home], planned_at=now)
         with self._lock:
             decision = Planner(forecasts, clock=self.clock.now).plan(job, load=self.ledger)
+            if decision.planned and (decision.region != job.home or decision.start > now) \
+                    and not decision.expected_g < decision.now_home_g:
+                # capacity left this work only windows no better than running now: run now
+                decision = run_now_at_home(
+                    job, f"the window left after capacity ({decision.expected_g:.2f} g in "
+                         f"{decision.region} at {iso(decision.start)}) is not expected to beat "
+                         f"running now ({decision.now_home_g:.2f} g)",
+                    forecast=forecasts[self.home], planned_at=now)
+            elif decision.planned and (decision.region != job.home or decision.start > now):
+                decision = self._weigh_risk(job, decision, forecasts, now)
             self.ledger.reserve(decision.region, decision.intervals)
         notes = [n for n in (decision.note, note, "; ".join(failures)) if n]
         return decision.with_(note="; ".join(notes)) if notes else decision
+
+    def _weigh_risk(self, job: Job, decision: Decision,
+                    forecasts: dict[str, IntensitySeries], now: float) -> Decision:
+        """Note how uncertain a move is; when risk-aware, keep it only if its expected saving
+        beats the top of the forecast's 90 % interval for the chosen window (so waiting or
+        moving turns out worse in at most about 5 % of cases)."""
+        forecast = forecasts[decision.region]
+        energy = decision.energy_kwh
+        span = sum(end - start for start, end in decision.intervals)
+        margins = [upper_margin(forecast, start, end) for start, end in decision.intervals]
+        if energy <= 0 or span <= 0 or any(m is None for m in margins):
+            why = forecast.meta.get("interval_note") or "the forecast has no interval"
+            return decision.with_(notes={**decision.notes, "uncertainty": f"unknown ({why})"})
+        upper_g = energy * sum(m * (end - start) for m, (start, end)  # type: ignore[operator]
+                               in zip(margins, decision.intervals, strict=True)) / span
+        chance = chance_worse(forecast, decision.start, decision.end,
+                              decision.saving_g / energy)
+        notes = {**decision.notes, "upper_margin_g": round(upper_g, 3),
+                 "chance_worse": None if chance is None else round(chance, 3)}
+        if self.risk_aware and not decision.saving_g > upper_g:
+            odds = "" if chance is None else f", a {100 * chance:.0f} % chance it is worse"
+            return run_now_at_home(
+                job, f"the expected saving of {decision.saving_g:.2f} g by "
+                     f"{decision.action.replace('+', ' and ')} to {decision.region} at "
+                     f"{iso(decision.start)} is within the forecast's uncertainty (up to "
+                     f"{upper_g:.2f} g more at the top of its 90 % interval{odds})",
+                forecast=forecasts[self.home], planned_at=now).with_(notes=notes)
+        return decision.with_(notes=notes)
 
     def _where_and_when(self, options: CarbonOptions, decision: Decision, now: float
                         ) -> tuple[str, float]:
@@ -152,7 +218,7 @@ class CarbonAdvisor:
             try:
                 series = forecast_for(self.provider, region, now, max(self.horizon, needed),
                                       using=self.using)
-            except (ProviderError, CarbonError, OSError) as exc:
+            except Exception as exc:  # no forecast for this region: the others may do
                 log.warning("no carbon forecast for %s: %s", region, exc)
                 failures.append(f"{region}: {exc}")
                 continue
@@ -177,7 +243,9 @@ class CarbonAdvisor:
 
     # -- accounting ---------------------------------------------------------------------------
     def outcomes(self) -> list[DecisionRecord]:
-        """A record for every placement that started, from the intensity history of its run."""
+        """A record for every placement that started, from the intensity history of its run
+        (fetched within the accounting budget: what cannot be had is recorded as unknown)."""
+        self.provider.renew(self.accounting_budget)
         started = [p for p in self.placements if p.actual_start is not None]
         histories = self._histories(started)
         return [record_outcome(p.decision, submitted=p.submitted, actual_start=p.actual_start,
@@ -197,6 +265,6 @@ class CarbonAdvisor:
         for region in regions:
             try:
                 histories[region] = self.provider.history(region, start, end)
-            except (ProviderError, CarbonError, OSError) as exc:
+            except Exception as exc:  # unknown emissions, not a failed flow
                 log.warning("no intensity history for %s to account emissions: %s", region, exc)
         return histories

@@ -21,6 +21,7 @@ futures both have it) can be launched, and held work can wait on it.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
@@ -70,6 +71,8 @@ class CarbonDispatcher:
         self.name = name
         self.holds: list[Hold] = []
         self._scheduler: ReleaseScheduler | None = None
+        self._decisions: queue.Queue[Callable[[], None] | None] | None = None
+        self._decider: threading.Thread | None = None
         self._lock = threading.Lock()
 
     # -- life ---------------------------------------------------------------------------------
@@ -79,9 +82,36 @@ class CarbonDispatcher:
         return self
 
     def stop(self) -> int:
-        """Cancel what is still held and end the timer thread; returns how many were held."""
+        """Cancel what is still held and end the timer and decision threads; returns how many
+        were held."""
         scheduler, self._scheduler = self._scheduler, None
+        with self._lock:
+            decisions, decider = self._decisions, self._decider
+            self._decisions = self._decider = None
+        if decisions is not None and decider is not None:
+            decisions.put(None)
+            decider.join(60)  # decisions are bounded by the provider's budget
         return scheduler.stop() if scheduler is not None else 0
+
+    def decide_later(self, work: Callable[[], None]) -> None:
+        """Run ``work`` (a decision and what follows from it) on the dispatcher's decision
+        thread, in submission order: the submitting thread never waits for a provider."""
+        with self._lock:
+            if self._decisions is None:
+                self._decisions = queue.Queue()
+                self._decider = threading.Thread(target=self._decide_forever,
+                                                 args=(self._decisions,), daemon=True,
+                                                 name=f"{self.name}-decider")
+                self._decider.start()
+            self._decisions.put(work)
+
+    @staticmethod
+    def _decide_forever(decisions: queue.Queue[Callable[[], None] | None]) -> None:
+        while (work := decisions.get()) is not None:
+            try:
+                work()
+            except Exception:  # the work's own fallback failed: say so, keep deciding
+                log.exception("a carbon decision failed")
 
     @property
     def pending(self) -> int:

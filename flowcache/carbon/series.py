@@ -76,6 +76,12 @@ class IntensitySeries:
         A point covers ``durations[i]`` seconds (default: up to the next point, but never more
         than the usual spacing, so a missing point becomes a gap instead of being bridged).
         ``None`` values become gaps. The grid step is ``resolution`` or the smallest duration.
+
+        Each slot is the **time-weighted** mean of the points that cover it: points off the
+        grid or overlapping one another (a rolling window, a 14:05 reading on an hourly grid)
+        share the slots they overlap instead of one silently replacing another. A point of
+        zero duration covers no time and is left out; if that leaves nothing, there is no data.
+        Identical timestamps: the first one wins.
         """
         t = np.asarray(times, dtype=np.float64).reshape(-1)
         v = np.array([np.nan if x is None else x for x in values], dtype=np.float64) \
@@ -88,9 +94,9 @@ class IntensitySeries:
         t, v = t[order], v[order]
         est = (np.zeros(t.shape, bool) if estimated is None
                else np.asarray(estimated, bool).reshape(-1)[order])
-        keep = np.r_[True, np.diff(t) > 0]  # duplicate timestamps: first one wins
-        t, v, est = t[keep], v[keep], est[keep]
+        keep = np.r_[True, np.diff(t) > 0]
         if durations is None:
+            t, v, est = t[keep], v[keep], est[keep]
             gaps = np.diff(t)
             if gaps.size:  # the most common spacing (ties: the smallest)
                 spacings, counts = np.unique(np.round(gaps, 3), return_counts=True)
@@ -99,23 +105,20 @@ class IntensitySeries:
                 usual = float(resolution or 3600.0)
             dur = np.minimum(np.r_[gaps, usual], usual)
         else:
-            dur = np.asarray(durations, dtype=np.float64).reshape(-1)[order][keep]
+            dur = np.asarray(durations, dtype=np.float64).reshape(-1)
+            if dur.shape != order.shape:
+                raise ValueError("durations and values differ in length")
+            if (dur < 0).any() or not np.isfinite(dur).all():
+                raise ValueError("point durations must be finite and not negative")
+            dur = dur[order]
+            keep &= dur > 0  # zero duration: no time covered
+            t, v, est, dur = t[keep], v[keep], est[keep], dur[keep]
+            if not t.size:
+                raise NoIntensityData("every data point has zero duration: they cover no time")
         step = float(resolution or np.min(dur))
         if step <= 0:
             raise ValueError("point durations must be positive")
-        first = int(np.round((t - t[0]) / step)[0])
-        index = np.round((t - t[0]) / step).astype(np.int64) - first
-        span = np.maximum(1, np.round(dur / step).astype(np.int64))
-        n = int(np.max(index + span))
-        grid = np.full(n, np.nan)
-        flags = np.zeros(n, bool)
-        for offset in range(int(span.max())):  # a few passes at most (e.g. 30-min data on 15)
-            sel = span > offset
-            slot = index[sel] + offset
-            fill = np.isnan(grid[slot])
-            grid[slot[fill]] = v[sel][fill]
-            flags[slot[fill]] = est[sel][fill]
-        return cls(t[0], step, grid, flags, **attrs)
+        return cls(t[0], step, *_time_weighted(t - t[0], dur, v, est, step), **attrs)
 
     # -- shape ----------------------------------------------------------------------
     def __len__(self) -> int:
@@ -295,3 +298,29 @@ class IntensitySeries:
             return cls.from_dict(json.loads(data))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise MalformedResponse("series", f"not JSON: {exc}") from exc
+
+
+def _time_weighted(offsets: np.ndarray, durations: np.ndarray, values: np.ndarray,
+                   estimated: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Slots of ``step`` from offset 0: the mean of the points over each slot, weighted by how
+    much of the slot each covers (NaN where no valued point does); a slot is estimated if any
+    point in it is."""
+    eps = 1e-9
+    first = np.floor(offsets / step + eps).astype(np.int64)
+    last = np.ceil((offsets + durations) / step - eps).astype(np.int64)  # exclusive
+    n = int(last.max())
+    total, weight = np.zeros(n), np.zeros(n)
+    flags = np.zeros(n, bool)
+    valued = ~np.isnan(values)
+    for k in range(int((last - first).max())):  # a few passes: a point spans few slots
+        sel = (last - first > k) & valued
+        slot = first[sel] + k
+        lo = np.maximum(offsets[sel], slot * step)
+        hi = np.minimum(offsets[sel] + durations[sel], (slot + 1) * step)
+        share = np.clip(hi - lo, 0.0, None)
+        np.add.at(total, slot, share * values[sel])
+        np.add.at(weight, slot, share)
+        np.logical_or.at(flags, slot, estimated[sel] & (share > 0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        grid = np.where(weight > 0, total / np.where(weight > 0, weight, 1.0), np.nan)
+    return grid, flags

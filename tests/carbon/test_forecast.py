@@ -191,7 +191,7 @@ class Forecasting:
     def history(self, region, start, end):
         self.history_calls += 1
         self.history_starts.append(start)
-        return hourly([100.0, 200.0] * 12 * 14, start=T0 - 14 * 86400)
+        return hourly([100.0, 200.0] * 12 * 30, start=T0 - 30 * 86400)  # enough for any method
 
 
 def test_provider_forecast_is_used_when_it_covers_the_horizon():

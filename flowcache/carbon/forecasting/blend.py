@@ -172,6 +172,7 @@ class Blend:
     """flowcache's default method: the average of profile, two analog and ridge forecasts."""
 
     name = "blend"
+    min_history_days = 28.0
     sees_future = False
 
     def __init__(self, *, profile_days: int = 14, half_life: float = 4.0, decay: float = 0.95,

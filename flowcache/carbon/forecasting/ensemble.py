@@ -108,6 +108,8 @@ class Ensemble:
     """flowcache's default method: members weighted by their recent deferral decisions."""
 
     name = "ensemble"
+    #: with less history a live forecast falls back to the hour-of-day mean
+    min_history_days = 28.0
     sees_future = False
     uses_calendar = True
 

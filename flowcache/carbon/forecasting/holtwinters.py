@@ -50,6 +50,7 @@ class HoltWinters:
     """Additive Holt-Winters, daily season, fitted on the last ``days`` days (default 7)."""
 
     name = "holtwinters"
+    min_history_days = 7.0
     sees_future = False
 
     def __init__(self, days: int = 7, grid: np.ndarray = GRID) -> None:

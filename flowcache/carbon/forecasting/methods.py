@@ -21,6 +21,7 @@ import numpy as np
 from flowcache.carbon.forecasting.blend import Blend
 from flowcache.carbon.forecasting.ensemble import Ensemble
 from flowcache.carbon.forecasting.holtwinters import HoltWinters
+from flowcache.carbon.forecasting.intervals import CALIBRATION_DAYS, MIN_SAMPLES, attach, calibrate
 from flowcache.carbon.forecasting.seasonal import DAY, HOUR, Forecaster, HourOfDayMean, predict
 from flowcache.carbon.providers.base import IntensityProvider
 from flowcache.carbon.series import IntensitySeries
@@ -63,8 +64,8 @@ def forecast_from_history(history: IntensitySeries, start: TimeLike, horizon: fl
     real data it captures the largest share of the perfect-foresight saving of the
     methods tried, and beats both of Caribou's baselines in most zones."""
     t0 = to_epoch(start)
-    forecaster = method(using)
-    if forecaster.sees_future:
+    chosen = method(using)
+    if chosen.sees_future:
         raise ConfigError("forecast_from_history never uses a method that sees the future")
     past = history.until(t0)
     if not len(past) or np.isnan(past.values).all():
@@ -82,14 +83,52 @@ def forecast_from_history(history: IntensitySeries, start: TimeLike, horizon: fl
     n_out = int(np.ceil((t0 + horizon - (past.start + origin * step)) / step))
     lead = origin - len(past)
     grid = np.r_[past.values, np.full(lead + n_out, np.nan)]
-    block = predict(forecaster, grid, np.array([origin]), lead + n_out, period,
-                    start=past.start)[0]
-    values = block[lead:] if lead else block
-    values = values[:n_out]
-    return IntensitySeries(past.start + origin * step, step, values, np.ones(values.size, bool),
+    have_days = float(np.count_nonzero(~np.isnan(past.values))) / period
+    forecaster, values, why = _first_that_works(chosen, grid, origin, lead, n_out, period,
+                                                past.start, have_days)
+    meta = {"method": forecaster.name, "history_days": round(have_days, 2)}
+    if why:
+        meta["fallback"] = why
+    made = IntensitySeries(past.start + origin * step, step, values, np.ones(values.size, bool),
                            signal=history.signal, source=f"{history.source}+{forecaster.name}",
                            region=history.region, kind="forecast", issued_at=t0,
-                           fallback=history.fallback, meta={"method": forecaster.name})
+                           fallback=history.fallback, meta=meta)
+    first = int(float(getattr(forecaster, "min_history_days", 1.0)) * period)
+    offsets = calibrate(forecaster, grid, len(past), lead + n_out, period, start=past.start,
+                        first=first)
+    if offsets is None:
+        return attach(made, None, f"under {MIN_SAMPLES} past forecasts of {forecaster.name} "
+                                  f"to calibrate on")
+    return attach(made, offsets[:, lead:lead + n_out],
+                  f"{forecaster.name}'s errors over the last {CALIBRATION_DAYS} days")
+
+
+def _first_that_works(chosen: Forecaster, grid: np.ndarray, origin: int, lead: int,
+                      n_out: int, period: int, start: float, have_days: float
+                      ) -> tuple[Forecaster, np.ndarray, str]:
+    """The chosen method's forecast, or, when the history is too short for it or it fails,
+    the hour-of-day mean's (which degrades to the last value with under a day of history):
+    a forecast is always made from what there is, and says which method made it and why."""
+    why = ""
+    for forecaster in (chosen, HourOfDayMean(7)):
+        needed = float(getattr(forecaster, "min_history_days", 0.0))
+        if have_days < needed:
+            why = (f"{forecaster.name} needs {needed:g} days of history, "
+                   f"{have_days:.2g} available")
+            continue
+        try:
+            with np.errstate(all="ignore"):
+                block = predict(forecaster, grid, np.array([origin]), lead + n_out, period,
+                                start=start)[0]
+            values = np.asarray(block[lead:] if lead else block, dtype=np.float64)[:n_out]
+            if values.size and not np.isfinite(values).any():
+                raise ValueError("no finite value")
+        except Exception as exc:  # a method must never fail a forecast: the next one makes it
+            why = f"{forecaster.name} failed ({type(exc).__name__}: {exc})"
+            continue
+        return forecaster, values, why if forecaster is not chosen else ""
+    raise NoIntensityData(f"no forecast could be made from {have_days:.2g} days of history "
+                          f"({why})")
 
 
 def forecast_for(provider: IntensityProvider, region: str, start: TimeLike, horizon: float, *,

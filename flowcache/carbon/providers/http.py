@@ -80,8 +80,11 @@ class JsonClient:
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.time,
                  rand: Callable[[], float] = random.random,
-                 auth_hint: str = "check the provider's credentials") -> None:
+                 auth_hint: str = "check the provider's credentials",
+                 classify: Callable[[httpx.Response], ProviderError | None] | None = None
+                 ) -> None:
         self.provider = provider
+        self.classify = classify
         self.base_url = base_url.rstrip("/")
         self.owns_client = client is None
         self.client = client or httpx.Client(timeout=timeout or DEFAULT_TIMEOUT)
@@ -152,6 +155,9 @@ class JsonClient:
             "source is down or rate limiting: use a response cache or a fallback profile")
 
     def _status_error(self, response: httpx.Response) -> ProviderError:
+        known = self.classify(response) if self.classify is not None else None
+        if known is not None:
+            return known
         status = response.status_code
         detail = response.text[:200].replace("\n", " ").strip()
         where = response.request.url.path
@@ -184,7 +190,12 @@ class HttpProvider(BaseProvider):
         self.base_url = (base_url or self.base_url).rstrip("/")
         self.http = JsonClient(self.name, self.base_url, client=client, timeout=timeout,
                                retry=retry, headers=headers, sleep=sleep, clock=clock,
-                               auth_hint=self.auth_hint)
+                               auth_hint=self.auth_hint, classify=self.classify_error)
+
+    def classify_error(self, response: httpx.Response) -> ProviderError | None:
+        """The typed error for a status the API gives a meaning of its own (None: the
+        generic mapping); called for statuses that are not retried."""
+        return None
 
     def cache_identity(self) -> str:
         return f"{self.name}:{self.signal}:{self.base_url}"
