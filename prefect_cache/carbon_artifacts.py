@@ -24,7 +24,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flowcache.carbon.records import DecisionRecord
-from flowcache.carbon.report import chart_png, report_rows, summary_line, totals
+from flowcache.carbon.report import (
+    chart_png,
+    grams,
+    percent,
+    report_rows,
+    summary_line,
+    totals,
+)
 from flowcache.carbon.series import IntensitySeries
 
 log = logging.getLogger("prefect_cache.carbon")
@@ -110,10 +117,11 @@ def _markdown(records: Sequence[DecisionRecord], forecasts: Mapping[str, Intensi
     lines = [
         "# Carbon-aware runner report", "", summary, "",
         "| | gCO2eq |", "| --- | ---: |",
-        f"| realised | {t['realised_g']:.2f} |",
-        f"| had every task run now, at home | {t['now_home_g']:.2f} |",
-        f"| had every task run when it did, at home | {t['then_home_g']:.2f} |",
-        f"| saved against running now at home | {t['saved_g']:.2f} ({t['saved_pct']:.1f} %) |",
+        f"| realised | {grams(t['realised_g'], 2)} |",
+        f"| had every task run now, at home | {grams(t['now_home_g'], 2)} |",
+        f"| had every task run when it did, at home | {grams(t['then_home_g'], 2)} |",
+        f"| saved against running now at home | {grams(t['saved_g'], 2)} "
+        f"({percent(t['saved_pct'])}) |",
         "", "## Chosen windows", "",
         "| task | action | region | planned start | why |", "| --- | --- | --- | --- | --- |",
     ]

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import statistics
 import threading
 import time
 import uuid
@@ -44,7 +43,6 @@ from typing import Any
 
 from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
-from prefect.utilities.collections import visit_collection
 
 from flowcache.carbon.advisor import CarbonAdvisor, Placement
 from flowcache.carbon.clocks import Clock, WallClock
@@ -55,6 +53,15 @@ from flowcache.carbon.providers import IntensityProvider, get_provider
 from flowcache.carbon.records import DecisionRecord
 from flowcache.config import CarbonSettings
 from prefect_cache import carbon_artifacts
+from prefect_cache.carbon_option import DECIDED
+from prefect_cache.carbon_submissions import (
+    already_cached,
+    collect_deferred,
+    past_duration,
+    run_logger,
+    task_label,
+    unwrap,
+)
 from prefect_cache.deferred_future import DeferredFuture
 
 log = logging.getLogger("prefect_cache.carbon")
@@ -63,6 +70,9 @@ HOUR = 3600.0
 
 class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
     """Wraps ``inner`` (the home region's runner) and one runner per other region."""
+
+    #: what ``carbon()``'s check looks for (it must not import this module)
+    carbon_aware = True
 
     def __init__(self, inner: TaskRunner | None = None, *, home: str,
                  regions: Mapping[str, TaskRunner] | None = None,
@@ -201,13 +211,17 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
         started = time.perf_counter()
         options = options_of(task)
         upstream = self._held_inputs(parameters, wait_for)
-        if options is not None and not upstream and _already_cached(task, parameters):
-            options = None  # a cached result costs no energy: no reason to wait or move
+        if options is not None and not upstream and already_cached(task, parameters):
+            token = DECIDED.set(True)  # decided: a cached result costs no energy, run it now
+            try:
+                return self.inner.submit(task, parameters, wait_for, dependencies)
+            finally:
+                DECIDED.reset(token)
         if options is None and not upstream:
             return self.inner.submit(task, parameters, wait_for, dependencies)
         self._remember_flow_run()
         context = contextvars.copy_context()
-        label = _label(task, parameters)
+        label = task_label(task, parameters)
         try:
             if options is None:  # a plain task waiting for held inputs: no decision to make
                 return self._hold(task, parameters, wait_for, dependencies, self.home, None,
@@ -243,7 +257,7 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
             placement: Placement | None = self.dispatcher.decide(options, label,
                                                                  duration=duration, note=note)
             region, start = placement.region, placement.start
-            _run_logger().info(self.advisor.describe(placement))
+            run_logger().info(self.advisor.describe(placement))
         except Exception as exc:
             log.warning("carbon decision for %s failed (%s: %s); running it now at home",
                         label, type(exc).__name__, exc)
@@ -298,11 +312,17 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
     def _launch(self, task: Any, parameters: dict[str, Any], wait_for: Any, dependencies: Any,
                 region: str, run: Placement | None) -> PrefectFuture[Any]:
         runner = self.regions.get(region, self.inner) if region != self.home else self.inner
-        parameters = _unwrap(parameters, keep_futures=runner is self.inner)
+        parameters = unwrap(parameters, keep_futures=runner is self.inner)
         wait_for = [f.inner or f if isinstance(f, DeferredFuture) else f
                     for f in (wait_for or [])] or None
-        return self.dispatcher.launch(
-            lambda _region: runner.submit(task, parameters, wait_for, dependencies), region, run)
+        def submit(_region: str) -> PrefectFuture[Any]:
+            token = DECIDED.set(True)  # the task's run sees that a carbon decision was made
+            try:
+                return runner.submit(task, parameters, wait_for, dependencies)
+            finally:
+                DECIDED.reset(token)
+
+        return self.dispatcher.launch(submit, region, run)
 
     # -- deciding -----------------------------------------------------------------------------
     def _duration(self, task: Any, options: Any) -> tuple[float | None, str]:
@@ -311,7 +331,7 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
             return options.duration, ""
         key = getattr(task, "task_key", task.name)
         if key not in self._durations:
-            self._durations[key] = _past_duration(task)
+            self._durations[key] = past_duration(task)
         learned = self._durations[key]
         if learned is None:
             return None, ""
@@ -352,100 +372,7 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
     def _held_inputs(parameters: dict[str, Any], wait_for: Any) -> list[DeferredFuture]:
         """Deferred futures among the inputs that have not finished yet."""
         found: list[DeferredFuture] = []
-        _collect_deferred(parameters, found, 0)
-        _collect_deferred(list(wait_for or ()), found, 0)
+        collect_deferred(parameters, found, 0)
+        collect_deferred(list(wait_for or ()), found, 0)
         return found
 
-
-def _collect_deferred(value: Any, found: list[DeferredFuture], depth: int) -> None:
-    """A cheap walk of plain containers (Prefect's visit_collection is general but slow)."""
-    if isinstance(value, DeferredFuture):
-        if not value.done():
-            found.append(value)
-    elif depth < 8 and isinstance(value, (list, tuple, set, frozenset)):
-        for item in value:
-            _collect_deferred(item, found, depth + 1)
-    elif depth < 8 and isinstance(value, dict):
-        for item in value.values():
-            _collect_deferred(item, found, depth + 1)
-
-
-def _unwrap(parameters: dict[str, Any], *, keep_futures: bool) -> dict[str, Any]:
-    """Swap released deferred futures for their real futures, or for their values when the
-    work goes to another runner (a future of one runner means nothing to another)."""
-    def visit(expr: Any) -> Any:
-        if isinstance(expr, DeferredFuture):
-            if keep_futures and expr.inner is not None:
-                return expr.inner
-            return expr.result()
-        return expr
-
-    return visit_collection(parameters, visit, return_data=True)
-
-
-def _already_cached(task: Any, parameters: dict[str, Any]) -> bool:
-    """Whether a cache()d task's result for these (already resolved) inputs is stored."""
-    cache_options = getattr(task, "flowcache_options", None)
-    original = getattr(task.fn, "__wrapped__", None)
-    if cache_options is None or original is None or cache_options.refresh:
-        return False
-    found: list[Any] = []
-    visit_collection(parameters, lambda e: found.append(e) if isinstance(e, PrefectFuture)
-                     else None, return_data=False)
-    if found:
-        return False  # inputs not known yet
-    from flowcache.memoize import CallContext, Memoizer
-
-    try:
-        store = cache_options.resolve_store()
-        key = Memoizer(original, cache_options).key_for((), parameters,
-                                                        CallContext(task.name), store)
-        return store.exists(key)
-    except Exception as exc:  # the task itself will report a real problem
-        log.debug("could not check the cache for %s: %s", task.name, exc)
-        return False
-
-
-def _label(task: Any, parameters: dict[str, Any]) -> str:
-    names = [f"{k}={v!r}" for k, v in parameters.items()
-             if isinstance(v, (int, float, str)) and len(repr(v)) <= 24][:2]
-    return f"{task.name}({', '.join(names)})" if names else task.name
-
-
-def _past_duration(task: Any) -> float | None:
-    """Median duration of the task's last completed runs in the Prefect API, if any."""
-    try:
-        from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import (
-            TaskRunFilter,
-            TaskRunFilterName,
-            TaskRunFilterState,
-            TaskRunFilterStateType,
-        )
-        from prefect.client.schemas.objects import StateType
-        from prefect.client.schemas.sorting import TaskRunSort
-
-        with get_client(sync_client=True) as client:
-            runs = client.read_task_runs(
-                task_run_filter=TaskRunFilter(
-                    name=TaskRunFilterName(like_=task.name),
-                    state=TaskRunFilterState(type=TaskRunFilterStateType(
-                        any_=[StateType.COMPLETED]))),
-                sort=TaskRunSort.EXPECTED_START_TIME_DESC, limit=50)
-    except Exception as exc:
-        log.debug("cannot read past runs of %s: %s", task.name, exc)
-        return None
-    seconds = [r.total_run_time.total_seconds() for r in runs
-               if r.task_key == task.task_key and r.total_run_time
-               and r.total_run_time.total_seconds() > 0 and r.state
-               and r.state.name == "Completed"][:20]
-    return statistics.median(seconds) if seconds else None
-
-
-def _run_logger() -> logging.Logger | logging.LoggerAdapter:
-    try:
-        from prefect.logging import get_run_logger
-
-        return get_run_logger()
-    except Exception:
-        return log

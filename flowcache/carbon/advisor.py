@@ -28,13 +28,13 @@ from flowcache.carbon.capacity import CapacityLedger
 from flowcache.carbon.clocks import Clock, WallClock
 from flowcache.carbon.decision import Decision, Job
 from flowcache.carbon.emissions import PowerModel
-from flowcache.carbon.forecasting.intervals import chance_worse, upper_margin
 from flowcache.carbon.forecasting.methods import forecast_for
 from flowcache.carbon.guard import GuardedProvider
 from flowcache.carbon.options import CarbonOptions
 from flowcache.carbon.planner import Planner, run_now_at_home
 from flowcache.carbon.providers import IntensityProvider
 from flowcache.carbon.records import DecisionRecord, record_outcome
+from flowcache.carbon.risk import describe_risk, weigh_risk
 from flowcache.carbon.series import IntensitySeries
 from flowcache.carbon.timestamps import iso
 from flowcache.errors import CarbonError
@@ -162,39 +162,12 @@ class CarbonAdvisor:
                          f"{decision.region} at {iso(decision.start)}) is not expected to beat "
                          f"running now ({decision.now_home_g:.2f} g)",
                     forecast=forecasts[self.home], planned_at=now)
-            elif decision.planned and (decision.region != job.home or decision.start > now):
-                decision = self._weigh_risk(job, decision, forecasts, now)
+            else:
+                decision = weigh_risk(job, decision, forecasts, now,
+                                      risk_aware=self.risk_aware)
             self.ledger.reserve(decision.region, decision.intervals)
         notes = [n for n in (decision.note, note, "; ".join(failures)) if n]
         return decision.with_(note="; ".join(notes)) if notes else decision
-
-    def _weigh_risk(self, job: Job, decision: Decision,
-                    forecasts: dict[str, IntensitySeries], now: float) -> Decision:
-        """Note how uncertain a move is; when risk-aware, keep it only if its expected saving
-        beats the top of the forecast's 90 % interval for the chosen window (so waiting or
-        moving turns out worse in at most about 5 % of cases)."""
-        forecast = forecasts[decision.region]
-        energy = decision.energy_kwh
-        span = sum(end - start for start, end in decision.intervals)
-        margins = [upper_margin(forecast, start, end) for start, end in decision.intervals]
-        if energy <= 0 or span <= 0 or any(m is None for m in margins):
-            why = forecast.meta.get("interval_note") or "the forecast has no interval"
-            return decision.with_(notes={**decision.notes, "uncertainty": f"unknown ({why})"})
-        upper_g = energy * sum(m * (end - start) for m, (start, end)  # type: ignore[operator]
-                               in zip(margins, decision.intervals, strict=True)) / span
-        chance = chance_worse(forecast, decision.start, decision.end,
-                              decision.saving_g / energy)
-        notes = {**decision.notes, "upper_margin_g": round(upper_g, 3),
-                 "chance_worse": None if chance is None else round(chance, 3)}
-        if self.risk_aware and not decision.saving_g > upper_g:
-            odds = "" if chance is None else f", a {100 * chance:.0f} % chance it is worse"
-            return run_now_at_home(
-                job, f"the expected saving of {decision.saving_g:.2f} g by "
-                     f"{decision.action.replace('+', ' and ')} to {decision.region} at "
-                     f"{iso(decision.start)} is within the forecast's uncertainty (up to "
-                     f"{upper_g:.2f} g more at the top of its 90 % interval{odds})",
-                forecast=forecasts[self.home], planned_at=now).with_(notes=notes)
-        return decision.with_(notes=notes)
 
     def _where_and_when(self, options: CarbonOptions, decision: Decision, now: float
                         ) -> tuple[str, float]:
@@ -237,6 +210,8 @@ class CarbonAdvisor:
             line += f" and {d.best_now_g:.2f} g now in {d.best_now_region}"
         if d.note:
             line += f"; {d.note}"
+        if risk := describe_risk(d):
+            line += f"; {risk}"
         if placement.options.mode == "advise":
             line += " (advice only, running now at home)"
         return line

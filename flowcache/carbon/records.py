@@ -125,4 +125,4 @@ def uptake(records: Sequence[DecisionRecord]) -> dict[str, float]:
             "fallbacks": float(sum(r.decision.fallback for r in records)),
             "realised_g": realised, "now_home_g": baseline,
             "saved_g": baseline - realised,
-            "saved_pct": 100.0 * (baseline - realised) / baseline if baseline else 0.0}
+            "saved_pct": 100.0 * (baseline - realised) / baseline if baseline else float("nan")}

@@ -74,27 +74,47 @@ def report_rows(records: Sequence[DecisionRecord]) -> list[dict[str, Any]]:
     return rows
 
 
-def totals(records: Sequence[DecisionRecord]) -> dict[str, float]:
-    """Realised grams against the run-now-at-home and run-at-home counterfactuals."""
+def totals(records: Sequence[DecisionRecord]) -> dict[str, float | None]:
+    """Realised grams against the run-now-at-home and run-at-home counterfactuals, over the
+    tasks whose emissions could be computed (``accounted``); the rest are ``unknown``, and
+    with none accounted the grams are None (unknown), never zero."""
     done = [r for r in records if r.realised_g is not None and r.now_home_g is not None]
     realised = sum(r.realised_g for r in done)  # type: ignore[misc]
     now_home = sum(r.now_home_g for r in done)  # type: ignore[misc]
-    then_home = sum(r.then_home_g for r in done if r.then_home_g is not None)
+    then = [r.then_home_g for r in done if r.then_home_g is not None]
+    known = bool(done)
     return {"tasks": float(len(records)), "accounted": float(len(done)),
-            "realised_g": realised, "now_home_g": now_home, "then_home_g": then_home,
-            "saved_g": now_home - realised,
-            "saved_pct": 100.0 * (now_home - realised) / now_home if now_home else 0.0,
+            "unknown": float(len(records) - len(done)),
+            "realised_g": realised if known else None,
+            "now_home_g": now_home if known else None,
+            "then_home_g": sum(then) if then else None,
+            "saved_g": now_home - realised if known else None,
+            "saved_pct": 100.0 * (now_home - realised) / now_home if known and now_home
+            else None,
             "deferred": float(sum(r.decision.delay > 1.0 for r in records)),
             "relocated": float(sum(r.actual_region != r.decision.home for r in records)),
             "fallbacks": float(sum(r.decision.fallback for r in records))}
 
 
+def grams(value: float | None, digits: int = 1) -> str:
+    """Grams for a person: the number, or "unknown"."""
+    return "unknown" if value is None or not math.isfinite(value) else f"{value:.{digits}f} g"
+
+
+def percent(value: float | None) -> str:
+    return "unknown" if value is None or not math.isfinite(value) else f"{value:.1f} %"
+
+
 def summary_line(records: Sequence[DecisionRecord]) -> str:
     t = totals(records)
-    return (f"carbon: {int(t['tasks'])} carbon-aware tasks ({int(t['deferred'])} deferred, "
-            f"{int(t['relocated'])} relocated, {int(t['fallbacks'])} on fallback); realised "
-            f"{t['realised_g']:.1f} gCO2eq vs {t['now_home_g']:.1f} g running now at home: "
-            f"saved {t['saved_g']:.1f} g ({t['saved_pct']:.1f} %)")
+    head = (f"carbon: {int(t['tasks'])} carbon-aware tasks ({int(t['deferred'])} deferred, "
+            f"{int(t['relocated'])} relocated, {int(t['fallbacks'])} on fallback); ")
+    if not t["accounted"]:
+        return head + "emissions unknown (no intensity history for when and where they ran)"
+    unknown = f"; {int(t['unknown'])} unknown" if t["unknown"] else ""
+    return head + (f"realised {grams(t['realised_g'])}CO2eq vs {grams(t['now_home_g'])} running "
+                   f"now at home: saved {grams(t['saved_g'])} ({percent(t['saved_pct'])})"
+                   f"{unknown}")
 
 
 def chart_png(records: Sequence[DecisionRecord], forecasts: Mapping[str, IntensitySeries]

@@ -17,11 +17,14 @@ import typer
 from rich.table import Table
 
 from flowcache.carbon.decision import Job
+from flowcache.carbon.forecasting.intervals import bounds
 from flowcache.carbon.forecasting.methods import forecast_for
 from flowcache.carbon.planner import Planner, run_now_at_home
 from flowcache.carbon.providers import get_provider
+from flowcache.carbon.risk import describe_risk, weigh_risk
 from flowcache.carbon.timestamps import duration_seconds, iso, to_epoch
 from flowcache.cli import output
+from flowcache.config import CarbonSettings
 from flowcache.errors import CarbonError
 
 carbon_app = typer.Typer(
@@ -85,13 +88,21 @@ def forecast(region: Annotated[str, typer.Argument(help="cloud region, alias or 
     if as_json:
         output.emit_json(series.to_dict())
         return
+    band = bounds(series)
     table = Table(title=f"{region}: {series.signal} gCO2eq/kWh from {series.source}"
                   + (f" (fallback: {series.fallback})" if series.fallback else ""))
     table.add_column("from (UTC)")
     table.add_column("gCO2eq/kWh", justify="right")
-    for t, v in zip(series.times, series.values, strict=True):
-        table.add_row(iso(t), "-" if v != v else f"{v:.1f}")
+    if band is not None:
+        table.add_column("90 % interval", justify="right")
+    for i, (t, v) in enumerate(zip(series.times, series.values, strict=True)):
+        cells = [iso(t), _number(v)]
+        if band is not None:
+            cells.append(f"{_number(band[0][i])} - {_number(band[1][i])}")
+        table.add_row(*cells)
     console.print(table)
+    for line in _forecast_notes(series):
+        console.print(line)
 
 
 @carbon_app.command()
@@ -128,8 +139,13 @@ def plan(duration: Annotated[str, typer.Option(help="expected run time, e.g. 2h"
             forecasts[region] = forecast_for(source, region, now, horizon, using=method)
         except CarbonError as exc:
             failed.append(f"{region}: {exc}")
-    decision = Planner(forecasts).plan(job) if forecasts else run_now_at_home(
-        job, "no forecasts: " + "; ".join(failed), planned_at=now)
+    if forecasts and job.home in forecasts:
+        decision = weigh_risk(job, Planner(forecasts, clock=lambda: now).plan(job), forecasts,
+                              now, risk_aware=CarbonSettings.from_env().risk_aware)
+    elif forecasts:
+        decision = Planner(forecasts, clock=lambda: now).plan(job)
+    else:
+        decision = run_now_at_home(job, "no forecasts: " + "; ".join(failed), planned_at=now)
     if as_json:
         output.emit_json({"decision": decision.to_dict(), "left_out": failed})
         if not forecasts:
@@ -146,6 +162,8 @@ def plan(duration: Annotated[str, typer.Option(help="expected run time, e.g. 2h"
                       iso(sub.start))
     console.print(table)
     console.print(f"[bold]decision:[/bold] {decision.reason}")
+    if risk := describe_risk(decision):
+        console.print(f"[dim]{risk}[/dim]")
     for line in failed:
         console.print(f"[yellow]left out[/yellow] {line}")
     if not forecasts:
@@ -184,6 +202,24 @@ def report(flow_run: Annotated[str, typer.Argument(help="the flow run id")],
     console.print(summary_line(records))
     for row in report_rows(records):
         console.print(f"  {row['task']}: {row['why']}")
+
+
+def _number(value: float) -> str:
+    return "-" if value != value else f"{value:.1f}"
+
+
+def _forecast_notes(series: Any) -> list[str]:
+    """What a reader should know about how the forecast was made."""
+    meta = series.meta
+    notes = []
+    if meta.get("method"):
+        notes.append(f"made by {meta['method']} from {meta.get('history_days', '?')} days of "
+                     "history" + (f" ({meta['fallback']})" if meta.get("fallback") else ""))
+    if meta.get("interval"):
+        notes.append(f"interval: {meta['interval']['calibration']}")
+    elif meta.get("interval_note"):
+        notes.append(meta["interval_note"])
+    return notes
 
 
 def _cell(value: Any) -> str:
