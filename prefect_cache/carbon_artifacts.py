@@ -133,3 +133,23 @@ def _markdown(records: Sequence[DecisionRecord], forecasts: Mapping[str, Intensi
         lines += ["", "## Intensity forecast", "",
                   f"![intensity forecast](data:image/png;base64,{base64.b64encode(png).decode()})"]
     return "\n".join(lines)
+
+
+def publish_impact(flow_run_id: uuid.UUID, counter: str, rows: Sequence[dict[str, Any]], *,
+                   team: bool) -> None:
+    """The week's impact as a table artifact under one key, so a team can pin its latest
+    version (``carbon-impact-team`` with the team view, else ``carbon-impact``)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import ArtifactCreate
+
+    with get_client(sync_client=True) as client:
+        client.create_artifact(ArtifactCreate(
+            key="carbon-impact-team" if team else "carbon-impact", type="table",
+            data=[{k: _cell(v) for k, v in row.items()} for row in rows],
+            flow_run_id=flow_run_id, description=counter))
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return "unknown"
+    return round(value, 3) if isinstance(value, float) else value

@@ -51,6 +51,7 @@ from flowcache.carbon.emissions import PowerModel
 from flowcache.carbon.options import options_of
 from flowcache.carbon.providers import IntensityProvider, get_provider
 from flowcache.carbon.records import DecisionRecord
+from flowcache.carbon.report import summary_line
 from flowcache.config import CarbonSettings
 from prefect_cache import carbon_artifacts
 from prefect_cache.carbon_option import DECIDED
@@ -85,13 +86,13 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
                  decision_budget: float | None = None,
                  risk_aware: bool | None = None) -> None:
         super().__init__()
-        settings = CarbonSettings.from_env() if decision_budget is None or risk_aware is None \
-            else None
+        settings = CarbonSettings.from_env()
         #: seconds all of a flow run's carbon decisions may wait for the provider (the flow-end
         #: accounting gets as much again); default FLOWCACHE_CARBON_BUDGET
         self.decision_budget = decision_budget if decision_budget is not None \
             else settings.budget
         self.risk_aware = risk_aware if risk_aware is not None else settings.risk_aware
+        self.team_view = settings.team_view
         self.inner = inner or ThreadPoolTaskRunner()
         self.home = home
         self.regions = dict(regions or {})
@@ -127,6 +128,7 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
         self._lock = threading.Lock()
         self._api: carbon_artifacts.ApiQueue | None = None
         self._flow_run_id: uuid.UUID | None = None
+        self._flow_name = ""
         self.records: list[DecisionRecord] = []
 
     # -- TaskRunner plumbing ------------------------------------------------------------------
@@ -138,7 +140,7 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
         """
         keep = ("inner", "home", "regions", "capacity", "power", "default_duration", "horizon",
                 "refresh_every", "min_deferral", "using", "placeholders", "decision_budget",
-                "risk_aware", "logger", "_started")
+                "risk_aware", "team_view", "logger", "_started")
         return {name: self.__dict__[name] for name in keep if name in self.__dict__}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -349,15 +351,23 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
             context = FlowRunContext.get()
             if context is not None and context.flow_run is not None:
                 self._flow_run_id = context.flow_run.id
+                self._flow_name = getattr(context.flow, "name", "") or ""
 
     def _finish(self) -> None:
         run_id = self._flow_run_id
         self.records = self.dispatcher.report(self._store() if run_id else None,
-                                              str(run_id) if run_id else None)
+                                              str(run_id) if run_id else None,
+                                              flow=self._flow_name, team_view=self.team_view)
         if not self.records or run_id is None or self._api is None:
             return
+        run_logger().info(summary_line(self.records))
         records, forecasts = list(self.records), self.advisor.forecasts
         self._api.put(lambda: carbon_artifacts.publish_report(run_id, records, forecasts))
+        impact = self.dispatcher.impact
+        if impact is not None:
+            run_logger().info(impact[0])
+            self._api.put(lambda: carbon_artifacts.publish_impact(run_id, *impact,
+                                                                  team=self.team_view))
         self._api.flush()
 
     def _store(self) -> Any:

@@ -475,3 +475,38 @@ def test_the_example_batch_runs_and_advises(store, default_store_of):
     records = batch.task_runner._children[-1].records
     assert len(records) == 2
     assert all(r.decision.planned and not r.decision.fallback for r in records)
+
+
+def test_each_run_ends_with_the_weeks_impact_line_and_artifact(clock, tmp_path, make_store,
+                                                              caplog):
+    from flowcache.accounts.ledger import Ledger, SQLiteBackend
+
+    store = make_store(MemoryTier(), ObjectTier(str(tmp_path / "durable")))
+    ledger = Ledger(SQLiteBackend(tmp_path / "ledger.sqlite3"))
+    ledger.attach(store)
+
+    @carbon(max_delay="1h", duration="1h", power=2000, regions=["north"], mode="relocate")
+    @task
+    def moved() -> None:
+        clock.advance(HOUR)
+
+    @flow(task_runner=CarbonAwareTaskRunner(
+        home="home", regions={"north": ThreadPoolTaskRunner()}, clock=clock, store=store,
+        provider=KnownProvider({"home": HOME, "north": NORTH})))
+    def one() -> None:
+        moved.submit().result()
+
+    with caplog.at_level("INFO"):
+        one()
+        clock.set(T0)
+        state = one(return_state=True)
+    lines = [m for m in caplog.messages if m.startswith("carbon impact")]
+    assert lines[-1] == ("carbon impact, past 7 days: 2 of your runs shifted 2 tasks and "
+                         "saved 400.0 g CO2eq against running them at once at home")
+    (artifact,) = eventually(lambda: artifacts(state.state_details.flow_run_id,
+                                               "carbon-impact"))
+    (row,) = table_rows(artifact)
+    assert row["runs"] == 2
+    assert row["saved_vs_now_g"] == pytest.approx(400.0)
+    assert artifact.description == lines[-1]
+    ledger.close()

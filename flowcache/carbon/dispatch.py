@@ -29,6 +29,7 @@ from typing import Any, Protocol, TypeVar
 from flowcache.carbon.advisor import CarbonAdvisor, Placement
 from flowcache.carbon.clocks import Clock, WallClock
 from flowcache.carbon.deferral import ReleaseScheduler
+from flowcache.carbon.impact import publish_impact
 from flowcache.carbon.options import CarbonOptions
 from flowcache.carbon.records import DecisionRecord
 from flowcache.carbon.report import save_records, summary_line
@@ -73,6 +74,8 @@ class CarbonDispatcher:
         self._scheduler: ReleaseScheduler | None = None
         self._decisions: queue.Queue[Callable[[], None] | None] | None = None
         self._decider: threading.Thread | None = None
+        #: the counter line and the week's rows, after :meth:`report`
+        self.impact: tuple[str, list[dict[str, Any]]] | None = None
         self._lock = threading.Lock()
 
     # -- life ---------------------------------------------------------------------------------
@@ -193,15 +196,21 @@ class CarbonDispatcher:
             return []
         return self.advisor.outcomes()
 
-    def report(self, store: Any, run_id: str | None) -> list[DecisionRecord]:
-        """The run's records: logged in one line and kept in ``store`` under ``run_id``."""
+    def report(self, store: Any, run_id: str | None, *, flow: str = "",
+               team_view: bool = False) -> list[DecisionRecord]:
+        """The run's records: logged in one line, kept in ``store`` under ``run_id``, and
+        added to the impact log, whose counter line (this week's shifts and savings) is
+        logged too and kept in :attr:`impact`."""
         records = self.outcomes()
         if not records:
             return records
         log.info(summary_line(records))
         if store is not None and run_id is not None:
             try:
-                save_records(store, run_id, records)
+                save_records(store, run_id, records, meta={"flow": flow} if flow else None)
+                self.impact = publish_impact(store, run=run_id, flow=flow, records=records,
+                                             now=self.clock.now(), team_view=team_view)
+                log.info(self.impact[0])
             except Exception as exc:  # the run's own results matter more than its report
                 log.warning("could not keep the carbon records of run %s: %s", run_id, exc)
         return records

@@ -176,9 +176,61 @@ def plan(duration: Annotated[str, typer.Option(help="expected run time, e.g. 2h"
 
 
 @carbon_app.command()
-def report(flow_run: Annotated[str, typer.Argument(help="the flow run id")],
+def report(flow_run: Annotated[str | None, typer.Argument(
+               help="a flow run id: that run's decisions")] = None,
+           since: Annotated[str | None, typer.Option(
+               help="totals across runs over this past stretch, e.g. 7d")] = None,
+           by: Annotated[str | None, typer.Option(help="with --since: group by user, flow "
+                                                  "or region")] = None,
            as_json: Json = False) -> None:
-    """Print what the carbon-aware runner decided for a flow run and what it saved."""
+    """What the carbon-aware runner decided and saved: for one flow run, or across runs."""
+    if (flow_run is None) == (since is None):
+        output.fail("give a flow run id, or --since (e.g. --since 7d) for the totals across "
+                    "runs", output.USAGE)
+    if since is not None:
+        _report_since(since, by, as_json)
+        return
+    if by is not None:
+        output.fail("--by groups the totals across runs: use it with --since", output.USAGE)
+    _report_run(flow_run, as_json)
+
+
+def _report_since(since: str, by: str | None, as_json: bool) -> None:
+    from flowcache.accounts.ledger import ledger_of
+    from flowcache.carbon.impact import GROUPS, aggregate, counter_line, read_impact
+    from flowcache.config import StoreConfig
+    from flowcache.units import format_duration, parse_duration
+
+    if by is not None and by not in GROUPS:
+        output.fail(f"--by {by}: use one of {', '.join(GROUPS)}", output.USAGE)
+    seconds = parse_duration(since, "--since")
+    config = StoreConfig.from_env()
+    team = CarbonSettings.from_env().team_view
+    ledger = ledger_of(config.build())
+    if ledger is None:
+        output.fail("the ledger is off (FLOWCACHE_LEDGER=off): carbon impact is logged there",
+                    output.USAGE)
+    users = [config.user]
+    if team:
+        users = sorted({*ledger.users(), config.user})
+    events = read_impact(ledger, users, time.time() - seconds)
+    rows = aggregate(events, by)
+    line = counter_line(events, since_text=f"past {format_duration(seconds)}", team=team)
+    if as_json:
+        output.emit_json({"since_seconds": seconds, "team_view": team, "by": by,
+                          "rows": rows, "counter": line})
+        return
+    columns = ("group", "runs", "users", "tasks", "recommended", "followed", "uptake",
+               "shifted", "realised_g", "saved_vs_now_g", "saved_vs_home_g", "unknown")
+    table = Table(*columns, title=f"carbon impact over the past {format_duration(seconds)}"
+                  + (" (team view)" if team else f" ({config.user}'s runs)"))
+    for row in rows:
+        table.add_row(*(_cell(row[c]) for c in columns))
+    console.print(table)
+    console.print(line)
+
+
+def _report_run(flow_run: str, as_json: bool) -> None:
     from flowcache.carbon.report import load_records, report_rows, summary_line
     from flowcache.config import StoreConfig
 
@@ -224,6 +276,6 @@ def _forecast_notes(series: Any) -> list[str]:
 
 def _cell(value: Any) -> str:
     if value is None:
-        return "-"
+        return "unknown"
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
