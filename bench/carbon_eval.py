@@ -34,6 +34,7 @@ import sys
 import time
 from pathlib import Path
 
+import carbon_uncertainty as uncertainty
 import numpy as np
 
 from flowcache.carbon.decision import Job
@@ -306,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     zones = load_zones(args.csv, args.column)
     if args.tune:
         tuned = tune(zones)
+        print("\nprediction intervals and risk tolerance (January-June only):")
+        tuned["chosen"]["intervals"] = uncertainty.tune(zones, hourly_scenarios(zones)[1],
+                                                        halves)
         print(f"runtime {time.perf_counter() - started:.1f} s")
         print(json.dumps({"benchmark": "carbon_eval_tune", "column": args.column,
                           "chosen": tuned["chosen"],
@@ -317,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     lwa = {} if args.no_lwa else load_lwa()
     lwa_results = hourly_scenarios(lwa)[0] if lwa else {}
     plan_s = planner_timing()
+    intervals = uncertainty.interval_figures(zones, cache, halves)
     runtime = time.perf_counter() - started
 
     print(f"{args.column.upper()} intensity")
@@ -348,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{n} {100 * capture(lwa_results, zone, n, 'year', 8):3.0f}|"
                       f"{100 * capture(lwa_results, zone, n, 'year', 8, 'replan'):3.0f}%"
                       for n in NAMES))
+    uncertainty.print_figures(intervals)
     print(f"\nplanner: 10,000 jobs x 5 regions x 48 h of 5-minute data in {plan_s:.3f} s (median)")
     print(f"runtime {runtime:.1f} s")
     out = {
@@ -364,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         "multi_region_saving_w8": multi,
         "lwa_capture_w8": {z: {p: {n: capture(lwa_results, z, n, "year", 8, p) for n in NAMES}
                                for p in PROTOCOLS} for z in lwa_results},
+        "intervals": intervals,
         "planner_10k_jobs_s": plan_s, "runtime_s": runtime,
     }
     print(json.dumps(out, separators=(",", ":")))

@@ -26,7 +26,7 @@ from typing import Any
 
 from dask_cache.scheduler import session_run_id
 from flowcache.carbon.advisor import CarbonAdvisor, Placement
-from flowcache.carbon.clocks import Clock, WallClock
+from flowcache.carbon.clocks import Clock, WallClock, start_clock
 from flowcache.carbon.dispatch import CarbonDispatcher
 from flowcache.carbon.emissions import PowerModel
 from flowcache.carbon.options import options_of
@@ -83,7 +83,7 @@ class CarbonPlacer:
                  capacity: int | dict[str, int] | None = None, power: PowerModel | None = None,
                  resource: str = "region-{region}", min_deferral: float = 60.0,
                  store: Any = None, decision_budget: float | None = None,
-                 risk_aware: bool | None = None) -> None:
+                 risk_aware: bool | float | None = None) -> None:
         settings = CarbonSettings.from_env()
         self.client = client
         self.clock = clock or WallClock()
@@ -96,6 +96,7 @@ class CarbonPlacer:
                                 accounting_budget=decision_budget or settings.budget,
                                 risk_aware=settings.risk_aware if risk_aware is None
                                 else risk_aware)
+        start_clock(self.clock)
         self.dispatcher = CarbonDispatcher(advisor, clock=self.clock, min_deferral=min_deferral,
                                            name="flowcache-dask-release").start()
         self._held: list[PlacedFuture] = []

@@ -200,8 +200,9 @@ class CarbonSettings:
     #: wall time all of one flow's carbon decisions may spend waiting for the provider
     #: (and as much again for its flow-end accounting); past it, work runs now at home
     budget: float = 5.0
-    #: defer or move work only when the expected saving beats the forecast's uncertainty
-    risk_aware: bool = True
+    #: defer or move work only when its chance of turning out worse than running now is at
+    #: most this (True: the default tolerance, 0.25; False: not risk-aware)
+    risk_aware: bool | float = True
     #: ``flowcache carbon report --since`` may show every user's records, not only one's own
     team_view: bool = False
 
@@ -212,12 +213,28 @@ class CarbonSettings:
         if budget <= 0:
             raise ConfigError("FLOWCACHE_CARBON_BUDGET must be above zero (e.g. 5s): with no "
                               "time for decisions, use no carbon-aware runner")
-        flags = {}
-        for name in ("risk_aware", "team_view"):
-            value = setting(f"carbon_{name}", getattr(cls, name))
-            flags[name] = value if isinstance(value, bool) else _boolean(
-                str(value), f"FLOWCACHE_CARBON_{name.upper()}")
-        return cls(budget=budget, **flags)
+        team = setting("carbon_team_view", cls.team_view)
+        team = team if isinstance(team, bool) else _boolean(str(team),
+                                                            "FLOWCACHE_CARBON_TEAM_VIEW")
+        return cls(budget=budget, risk_aware=_risk(setting("carbon_risk_aware", True)),
+                   team_view=team)
+
+
+def _risk(value: Any) -> bool | float:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return _boolean(text, "FLOWCACHE_CARBON_RISK_AWARE")
+    try:
+        tolerance = float(text)
+    except ValueError:
+        tolerance = float("nan")
+    if not 0.0 < tolerance <= 0.5:
+        raise ConfigError(f"FLOWCACHE_CARBON_RISK_AWARE={value!r}: give true, false, or the "
+                          "chance of a move turning out worse that is tolerated, above 0 and "
+                          "at most 0.5 (e.g. 0.25; 0.05 for the top of the 90 % interval)")
+    return tolerance
 
 
 def _settings(env: Mapping[str, str] | None) -> Any:

@@ -6,7 +6,8 @@ Runs on embedded defaults: the store is memory plus a local directory, the inten
 shipped 2022 Electricity Maps data, and the two "regions" are two local thread pools standing in
 for two clusters: home ``DE`` and ``FR``. Because the data is from 2022, the runner's clock
 starts on 2022-06-01 18:00 UTC, an evening when Germany's grid is dirty and gets cleaner
-overnight.
+overnight; it starts when the flow run does, not when the script does (Prefect may take half a
+minute to start its temporary API first).
 
     .venv/bin/python flows/carbon_batch.py                 # advise: plan, record, run now
     .venv/bin/python flows/carbon_batch.py --act --fast    # act on it, one grid hour = 1 s
@@ -25,6 +26,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Prefect reads its settings when imported: set them first (a slow machine may take more than
+# the default to start the temporary API)
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -91,8 +96,6 @@ def main() -> None:
     parser.add_argument("--fast", action="store_true", help="one grid hour per wall second")
     parser.add_argument("--models", type=int, default=4)
     args = parser.parse_args()
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     batch = build_flow(args.act, args.fast, args.models)
     started = time.perf_counter()
     state = batch(return_state=True)

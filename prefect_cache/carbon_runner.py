@@ -45,7 +45,7 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flowcache.carbon.advisor import CarbonAdvisor, Placement
-from flowcache.carbon.clocks import Clock, WallClock
+from flowcache.carbon.clocks import Clock, WallClock, start_clock
 from flowcache.carbon.dispatch import CarbonDispatcher
 from flowcache.carbon.emissions import PowerModel
 from flowcache.carbon.options import options_of
@@ -84,7 +84,7 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
                  min_deferral: float = 60.0, using: str = "default",
                  store: Any = None, placeholders: bool = True,
                  decision_budget: float | None = None,
-                 risk_aware: bool | None = None) -> None:
+                 risk_aware: bool | float | None = None) -> None:
         super().__init__()
         settings = CarbonSettings.from_env()
         #: seconds all of a flow run's carbon decisions may wait for the provider (the flow-end
@@ -167,6 +167,7 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
         self.inner.__enter__()
         for runner in self.regions.values():
             runner.__enter__()
+        start_clock(self.clock)  # a demo's compressed time starts with the flow run
         self.dispatcher.start()
         self._api = carbon_artifacts.ApiQueue()
         return self

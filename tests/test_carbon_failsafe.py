@@ -163,3 +163,18 @@ def test_a_carbon_task_the_runner_never_decides_for_warns_once(caplog):
     assert "CarbonAwareTaskRunner" in warnings[0]
     assert "called directly" in warnings[1]
     assert "heavy.submit" in warnings[1]
+
+
+def test_a_compressed_clock_starts_with_the_flow_run_not_the_script():
+    """Prefect may take half a minute to start its API: that must not be hours of grid time
+    gone before the first plan."""
+    from flowcache.carbon.clocks import CompressedClock
+
+    clock = CompressedClock(T0, speed=3600.0)
+    runner = CarbonAwareTaskRunner(home="home", provider="static", clock=clock)
+    before = [clock.now() for _ in range(1000)]
+    assert set(before) == {T0}  # stands still until a run begins
+    with runner.duplicate() as active:
+        assert active.clock.now() >= T0
+        assert clock.started
+    assert clock.now() >= T0

@@ -73,7 +73,7 @@ class CarbonAdvisor:
                  horizon: float = 48 * HOUR, refresh_every: float = 900.0,
                  using: str = "default", decision_budget: float = 5.0,
                  accounting_budget: float = 5.0, retry_after: float = 300.0,
-                 risk_aware: bool = True) -> None:
+                 risk_aware: bool | float = True) -> None:
         self.provider = provider if isinstance(provider, GuardedProvider) else GuardedProvider(
             provider, budget=decision_budget, retry_after=retry_after)
         self.accounting_budget = accounting_budget

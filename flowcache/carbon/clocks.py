@@ -21,6 +21,14 @@ class Clock(Protocol):
         """Wait on ``condition`` (held by the caller) until ``until`` or a notify."""
 
 
+def start_clock(clock: Clock) -> None:
+    """Tell ``clock`` a run begins (a :class:`CompressedClock` starts from its origin then);
+    clocks without a ``start`` need nothing."""
+    start = getattr(clock, "start", None)
+    if start is not None:
+        start()
+
+
 class WallClock:
     """The real time."""
 
@@ -36,6 +44,10 @@ class CompressedClock:
 
     ``CompressedClock(origin=to_epoch("2022-06-01"), speed=3600)``: one second of waiting is
     one hour of grid time, so a demo shows real deferral in seconds against shipped 2022 data.
+
+    It stands still at ``origin`` until :meth:`start`, which the carbon-aware runner and placer
+    call when a run begins: time spent before (Prefect starting its API can take half a minute)
+    would otherwise be hours of grid time gone before the first plan.
     """
 
     def __init__(self, origin: float, speed: float = 3600.0) -> None:
@@ -43,9 +55,20 @@ class CompressedClock:
             raise ValueError("speed must be positive")
         self.origin = origin
         self.speed = speed
-        self._started = time.monotonic()
+        self._started: float | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._started is not None
+
+    def start(self) -> None:
+        """Start running from ``origin`` (once: later calls keep the time running)."""
+        if self._started is None:
+            self._started = time.monotonic()
 
     def now(self) -> float:
+        if self._started is None:
+            return self.origin
         return self.origin + (time.monotonic() - self._started) * self.speed
 
     def wait(self, condition: threading.Condition, until: float | None) -> None:

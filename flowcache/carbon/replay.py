@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flowcache.carbon.forecasting.intervals import LEVELS, chance_above, window_offsets
 from flowcache.carbon.forecasting.seasonal import Forecaster, predict
 
 
@@ -129,3 +130,88 @@ def nightly(values: np.ndarray, forecast: np.ndarray, decision: np.ndarray,
     chosen = actual[np.arange(decision.size), pick]
     base_idx = round(flex_slots / step)
     return Outcome(float(chosen.sum()), float(actual[:, base_idx].sum()))
+
+
+def rolling_offsets(values: np.ndarray, origins: np.ndarray, forecast: np.ndarray,
+                    days: float, half_life: float | None, period: int = 24,
+                    every: int = 1) -> np.ndarray:
+    """The split-conformal offsets (origins x levels x horizon) each decision would have had:
+    at origin ``o``, the errors of the forecasts made at earlier origins whose outcome was
+    known before ``o``, over the last ``days`` days, weighted by age (``half_life`` days), as
+    :func:`~flowcache.carbon.forecasting.intervals.calibrate` does live (``origins``
+    consecutive, ``forecast`` their matrix). Recalibrated every ``every`` origins (1: at each,
+    as a live runner refreshing hourly)."""
+    n, horizon = forecast.shape
+    index = origins[:, None] + np.arange(horizon)[None, :]
+    truth = np.where(index < values.size, values[np.minimum(index, values.size - 1)], np.nan)
+    errors = truth - forecast
+    window = int(days * period)
+    out = np.full((n, len(LEVELS), horizon), np.nan)
+    current = np.full((len(LEVELS), horizon), np.nan)
+    for i in range(n):
+        if i % every == 0:
+            lo = max(0, i - window - horizon)
+            current = window_offsets(errors[lo:i], origins[lo:i], int(origins[i]), window,
+                                     half_life * period if half_life else None)
+        out[i] = current
+    return out
+
+
+def coverage(values: np.ndarray, origins: np.ndarray, forecast: np.ndarray,
+             offsets: np.ndarray, low_row: int, high_row: int,
+             mask: np.ndarray | None = None) -> np.ndarray:
+    """Per horizon, the share of outcomes inside ``[forecast + offsets[low_row],
+    forecast + offsets[high_row]]`` (decisions with an unknown interval left out)."""
+    index = origins[:, None] + np.arange(forecast.shape[1])[None, :]
+    ok = index < values.size
+    truth = np.where(ok, values[np.minimum(index, values.size - 1)], np.nan)
+    low = forecast + offsets[:, low_row, :]
+    high = forecast + offsets[:, high_row, :]
+    sel = np.ones(origins.size, bool) if mask is None else mask
+    valid = sel[:, None] & ok & ~np.isnan(low) & ~np.isnan(high) & ~np.isnan(truth)
+    inside = (truth >= low) & (truth <= high) & valid
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return inside.sum(axis=0) / valid.sum(axis=0)
+
+
+@dataclass(frozen=True)
+class RiskOutcome:
+    """A replay of one-slot deferrals: its saving, and how often waiting turned out worse."""
+
+    outcome: Outcome
+    decisions: int
+    deferred: int
+    worse: int  # deferred, and the chosen slot turned out dirtier than running at once
+    predicted_worse: float  # the mean chance of that, as the intervals said at decision time
+
+
+def defer_hourly_risk(values: np.ndarray, origins: np.ndarray, forecast: np.ndarray,
+                      offsets: np.ndarray, max_delay: int, level: float, *,
+                      risk_aware: bool, levels: Sequence[float] = LEVELS,
+                      mask: np.ndarray | None = None) -> RiskOutcome:
+    """Like :func:`defer_hourly`; when ``risk_aware``, a deferral is kept only if its expected
+    saving beats the error quantile at ``level`` for the chosen slot (the live rule,
+    :mod:`flowcache.carbon.risk`, with tolerance ``1 - level``). Decisions whose interval is
+    unknown keep their choice."""
+    f = forecast[:, : max_delay + 1]
+    choice = np.argmin(f, axis=1)
+    rows = np.arange(origins.size)
+    saving = f[:, 0] - f[rows, choice]
+    grid = np.asarray(levels, dtype=np.float64)
+    below = int(np.searchsorted(grid, level, side="right") - 1)
+    above = min(below + 1, grid.size - 1)
+    share = 0.0 if above == below else (level - grid[below]) / (grid[above] - grid[below])
+    margin = (1 - share) * offsets[rows, below, choice] + share * offsets[rows, above, choice]
+    if risk_aware:
+        choice = np.where((choice > 0) & ~np.isnan(margin) & ~(saving > margin), 0, choice)
+    sel = np.ones(origins.size, bool) if mask is None else mask
+    chosen = values[origins + choice]
+    now = values[origins]
+    deferred = sel & (choice > 0)
+    chance = np.array([chance_above(offsets[i, :, c], saving[i], levels)
+                       for i, c in zip(np.flatnonzero(deferred), choice[deferred], strict=True)])
+    return RiskOutcome(Outcome(float(chosen[sel].sum()), float(now[sel].sum())),
+                       decisions=int(sel.sum()), deferred=int(deferred.sum()),
+                       worse=int((deferred & (chosen > now)).sum()),
+                       predicted_worse=float(np.nanmean(chance)) if chance.size else 0.0)
+

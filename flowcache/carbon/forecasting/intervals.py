@@ -18,6 +18,7 @@ with :func:`bounds`, :func:`upper_margin` and :func:`chance_worse`; a forecast w
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -30,40 +31,56 @@ from flowcache.carbon.series import IntensitySeries
 LEVELS = (0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975)
 #: the interval shown and used by the risk-aware planner
 COVERAGE = 0.9
-#: days of recent errors an interval is calibrated on (``bench/carbon_eval.py --tune``,
-#: January-June only)
-CALIBRATION_DAYS = 28
+#: days of recent errors an interval is calibrated on, and the half-life (days) of their
+#: weights: chosen by ``bench/carbon_eval.py --tune`` on January-June only
+CALIBRATION_DAYS = 56
+HALF_LIFE_DAYS: float | None = 14.0
 #: fewer errors than this at a horizon and the interval there is unknown
 MIN_SAMPLES = 24
 
 
-def conformal_offsets(residuals: np.ndarray, levels: tuple[float, ...] = LEVELS
-                      ) -> np.ndarray:
-    """Per-column quantiles of ``residuals`` (rows: past forecasts, columns: horizons; NaN
-    where unknown) as a ``(levels, columns)`` array, NaN where a column has too few samples.
+def conformal_offsets(residuals: np.ndarray, levels: Sequence[float] = LEVELS,
+                      weights: np.ndarray | None = None) -> np.ndarray:
+    """Per-column quantiles of ``residuals`` (rows: past forecasts, oldest first; columns:
+    horizons; NaN where unknown) as a ``(levels, columns)`` array, NaN where a column has too
+    few samples.
 
-    The split-conformal quantile: for an upper level ``q`` the ``ceil((n + 1) q)``-th smallest
-    of ``n`` errors, for a lower level the ``floor((n + 1) q)``-th, so that a new error falls
-    inside the two with at least the nominal probability when errors are exchangeable."""
+    The split-conformal quantile, weighted for drift (Barber et al., "Conformal prediction
+    beyond exchangeability", 2023): errors weigh ``weights`` (default: all 1), and the new
+    error a point mass of the largest weight, so for an upper level ``q`` the offset is the
+    smallest error whose cumulative weight reaches ``q`` of the total plus that mass (unweighted:
+    the ``ceil((n + 1) q)``-th smallest of ``n``); a lower level is the mirror image."""
     r = np.asarray(residuals, dtype=np.float64)
+    w = np.ones(r.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
     out = np.full((len(levels), r.shape[1]), np.nan)
-    ordered = np.sort(r, axis=0)  # NaNs sort last
-    counts = np.count_nonzero(~np.isnan(r), axis=0)
-    for column, n in enumerate(counts):
-        if n < MIN_SAMPLES:
-            continue
+    enough = np.count_nonzero(~np.isnan(r), axis=0) >= MIN_SAMPLES
+    if not enough.any():
+        return out
+    for sign in (1.0, -1.0):  # upper levels on the errors, lower ones on their negation
+        values = sign * r[:, enough]
+        order = np.argsort(values, axis=0, kind="stable")  # NaNs last
+        ordered = np.take_along_axis(values, order, axis=0)
+        mass = np.where(np.isnan(ordered), 0.0, w[order])
+        cumulative = np.cumsum(mass, axis=0)
+        total = cumulative[-1] + w.max()
         for row, q in enumerate(levels):
-            rank = math.ceil((n + 1) * q) if q >= 0.5 else math.floor((n + 1) * q)
-            out[row, column] = ordered[min(max(rank, 1), n) - 1, column]
+            if (q >= 0.5) != (sign > 0):
+                continue
+            level = q if sign > 0 else 1.0 - q
+            reached = cumulative >= level * total
+            index = np.where(reached.any(axis=0), np.argmax(reached, axis=0),
+                             np.count_nonzero(mass > 0, axis=0) - 1)
+            out[row, enough] = sign * np.take_along_axis(ordered, index[None, :], axis=0)[0]
     return out
 
 
 def calibrate(forecaster: Forecaster, values: np.ndarray, known: int, horizon: int,
-              period: int, *, start: float | None = None,
-              days: float = CALIBRATION_DAYS, first: int = 0) -> np.ndarray | None:
+              period: int, *, start: float | None = None, days: float = CALIBRATION_DAYS,
+              half_life: float | None = HALF_LIFE_DAYS, first: int = 0) -> np.ndarray | None:
     """Offsets (``levels x horizon``) for a forecast made after ``values[:known]``: the
     method's errors when run at each slot of the last ``days`` days, every forecast using only
-    the data before its origin (``first``: the earliest origin the method may use)."""
+    the data before its origin (``first``: the earliest origin the method may use), recent
+    ones weighing more (``half_life`` days; None: all alike)."""
     lo = max(first, known - int(days * period) - horizon)
     if known - lo < MIN_SAMPLES:
         return None
@@ -72,13 +89,23 @@ def calibrate(forecaster: Forecaster, values: np.ndarray, known: int, horizon: i
         made = predict(forecaster, values[:known], origins, horizon, period, start=start)
     index = origins[:, None] + np.arange(horizon)[None, :]
     truth = np.where(index < known, values[np.minimum(index, known - 1)], np.nan)
-    residuals = truth - np.asarray(made, dtype=np.float64)
-    # only the last ``days`` of errors per horizon: the same window at every horizon
-    window = int(days * period)
-    for column in range(horizon):
-        residuals[: max(0, origins.size - column - window), column] = np.nan
-    offsets = conformal_offsets(residuals)
+    offsets = window_offsets(truth - np.asarray(made, dtype=np.float64), origins, known,
+                             days * period, half_life * period if half_life else None)
     return None if np.isnan(offsets).all() else offsets
+
+
+def window_offsets(errors: np.ndarray, origins: np.ndarray, now: int, window: float,
+                   half_life: float | None) -> np.ndarray:
+    """The offsets at slot ``now`` from the errors of forecasts made at ``origins`` (rows):
+    only outcomes known by ``now`` count, the last ``window`` slots of them at every horizon,
+    weighted by age (``half_life`` slots). Shared by the live forecast and the evaluation."""
+    horizon = errors.shape[1]
+    errors = errors.copy()
+    errors[origins[:, None] + np.arange(horizon)[None, :] >= now] = np.nan
+    for column in range(horizon):  # the same span of outcomes at every horizon
+        errors[origins + column < now - window, column] = np.nan
+    weights = None if half_life is None else 0.5 ** ((now - origins) / half_life)
+    return conformal_offsets(errors, weights=weights)
 
 
 def attach(series: IntensitySeries, offsets: np.ndarray | None, how: str) -> IntensitySeries:
@@ -136,13 +163,14 @@ def _window_offsets(series: IntensitySeries, start: float, end: float) -> np.nda
 
 
 def upper_margin(series: IntensitySeries, start: float, end: float,
-                 coverage: float = COVERAGE) -> float | None:
-    """How far (g/kWh) above its forecast the mean intensity of ``[start, end)`` may come out,
-    at the top of the ``coverage`` interval; None when unknown."""
+                 level: float = 0.95) -> float | None:
+    """How far (g/kWh) above its forecast the mean intensity of ``[start, end)`` comes out
+    with probability ``1 - level`` (0.95: the top of the 90 % interval); None when unknown."""
     offsets = _window_offsets(series, start, end)
     if offsets is None:
         return None
-    return float(offsets[_level_row(series, 1 - (1 - coverage) / 2)])
+    levels = series.meta["interval"]["levels"]
+    return float(np.interp(level, levels, offsets))
 
 
 def chance_worse(series: IntensitySeries, start: float, end: float,
@@ -153,8 +181,16 @@ def chance_worse(series: IntensitySeries, start: float, end: float,
     offsets = _window_offsets(series, start, end)
     if offsets is None:
         return None
-    levels = np.asarray(series.meta["interval"]["levels"], dtype=np.float64)
+    return chance_above(offsets, margin, series.meta["interval"]["levels"])
+
+
+def chance_above(offsets: np.ndarray, margin: float, levels: Sequence[float] = LEVELS
+                 ) -> float:
+    """The chance that an error exceeds ``margin``, given its quantiles ``offsets`` at
+    ``levels`` (linear between them; clamped to the outermost levels); NaN if unknown."""
+    if np.isnan(offsets).any():
+        return float("nan")
     order = np.argsort(offsets, kind="stable")
-    below = float(np.interp(margin, offsets[order], levels[order],
+    below = float(np.interp(margin, np.asarray(offsets)[order], np.asarray(levels)[order],
                             left=levels[0], right=levels[-1]))
     return 1.0 - below
