@@ -6,8 +6,8 @@ Used by ``bench/carbon_eval.py`` (which computes the forecasts once): for the de
 (the ensemble), every hourly decision of the year gets the interval a live runner would have
 had (:func:`flowcache.carbon.replay.rolling_offsets`: the weighted split-conformal quantiles of
 the errors known by then, per horizon, recalibrated every hour). ``--tune`` chooses, on
-January-June only, the calibration window and weighting (the candidate whose worst horizon
-covers most, without any horizon above 92 %) and the risk tolerance (the largest saving with
+January-June only, the calibration window and weighting (the candidate whose coverage is
+closest to 90 % at its worst horizon) and the risk tolerance (the largest saving with
 at most 5 % of decisions worse than running at once); July-December is reported, never tuned on.
 """
 
@@ -87,10 +87,11 @@ def tune(zones: dict, cache: dict, halves) -> dict:
         h1 = interval_figures(zones, cache, halves, days, half_life, every=6,
                               tolerances=())["summary"]["h1"]
         low, high = h1["coverage_min_horizon"], h1["coverage_max_horizon"]
-        scores[(days, half_life)] = low if high <= 0.92 else -1.0
+        scores[(days, half_life)] = max(abs(low - 0.9), abs(high - 0.9))
         print(f"  calibration {days} days, half-life {half_life or '-'}: January-June coverage "
-              f"at horizons 1-24 h {100 * low:.1f}-{100 * high:.1f} %")
-    days, half_life = max(scores, key=lambda c: scores[c])
+              f"at horizons 1-24 h {100 * low:.2f}-{100 * high:.2f} % (worst miss "
+              f"{100 * scores[(days, half_life)]:.2f} points)")
+    days, half_life = min(scores, key=lambda c: scores[c])
     h1 = interval_figures(zones, cache, halves, days, half_life, every=6,
                           tolerances=TOLERANCES)["summary"]["h1"]["risk"]
     for name, figures in h1.items():

@@ -125,6 +125,7 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
                                            min_deferral=self.min_deferral)
         self._durations: dict[str, float | None] = {}
         self._held: list[DeferredFuture] = []
+        self._deciding = 0
         self._lock = threading.Lock()
         self._api: carbon_artifacts.ApiQueue | None = None
         self._flow_run_id: uuid.UUID | None = None
@@ -232,6 +233,7 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
             future = DeferredFuture(uuid.uuid4(), self.clock.now(), label)
             with self._lock:
                 self._held.append(future)
+                self._deciding += 1
             self.dispatcher.decide_later(lambda: context.run(
                 self._decide_and_submit, future, task, options, parameters, wait_for,
                 dependencies, upstream, context, label))
@@ -249,9 +251,25 @@ class CarbonAwareTaskRunner(TaskRunner[PrefectFuture[Any]]):
                            label: str) -> None:
         """On the dispatcher's decision thread: decide, then launch or hold ``future``'s work.
 
-        Whatever happens here, the future ends bound or cancelled: a failure to decide runs
-        the task now at home (the advisor never raises; this is the last guard).
+        Whatever happens here, the future ends bound, held or cancelled: a failure to decide
+        runs the task now at home (the advisor never raises; this is the last guard).
         """
+        try:
+            self._decide_then_act(future, task, options, parameters, wait_for, dependencies,
+                                  upstream, context, label)
+        finally:
+            with self._lock:
+                self._deciding -= 1
+
+    @property
+    def deciding(self) -> int:
+        """Carbon-aware submissions whose decision has not been acted on yet."""
+        return self._deciding
+
+    def _decide_then_act(self, future: DeferredFuture, task: Any, options: Any,
+                         parameters: dict[str, Any], wait_for: Any, dependencies: Any,
+                         upstream: list[DeferredFuture], context: contextvars.Context,
+                         label: str) -> None:
         if future.cancelled:
             return
         started = time.perf_counter()

@@ -402,6 +402,7 @@ def test_two_hundred_tasks_with_staggered_deadlines_all_complete_in_time_and_spr
     thread, box = run_in_thread(many)
     assert eventually(lambda: runner._children
                       and len(runner._children[-1].advisor.placements) == 200, 120)
+    assert eventually(lambda: runner._children[-1].deciding == 0, 120)  # all acted on
     runs = runner._children[-1].advisor.placements
     for step in range(1, 25):  # half an hour at a time; wait until all that is due started
         now = T0 + step * HOUR / 2
