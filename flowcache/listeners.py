@@ -33,6 +33,9 @@ class StoreListener:
     def on_miss(self, key: str) -> None:
         """No tier had ``key``."""
 
+    def on_confirm(self, name: str, tier: str, nbytes: int, seconds: float) -> None:
+        """The durable tier confirmed a write after ``seconds`` (its latency, for metrics)."""
+
 
 @dataclass
 class TierCounters:

@@ -131,6 +131,10 @@ class TieredStore:
     def add_listener(self, listener: StoreListener) -> None:
         self.listeners.add(listener)
 
+    def breaker(self, tier: Tier) -> TierBreaker | None:
+        """The breaker guarding hot ``tier`` (None for the durable tier): metrics read it."""
+        return self._guards.get(id(tier))
+
     def _tier_dropped(self, tier: Tier, name: str, nbytes: int, reason: str) -> None:
         """A tier dropped a frame by itself (an eviction): its listeners account for it."""
         self.counters.add(tier.name, deletes=1)
@@ -237,6 +241,7 @@ class TieredStore:
 
     def _durable_put(self, key: str, name: str, entry: Entry, ttl: float | None,
                      overwrite: bool) -> Entry:
+        started = time.perf_counter()
         try:
             self.durable.put(name, entry.frame, ttl=ttl, exclusive=not overwrite)
         except FileExistsError:
@@ -251,6 +256,8 @@ class TieredStore:
                 raise
             raise DurableWriteError(key, f"{type(exc).__name__}: {exc}") from exc
         self.counters.add(self.durable.name, writes=1, bytes_written=entry.frame.nbytes)
+        self.listeners.emit("on_confirm", name, self.durable.name, entry.frame.nbytes,
+                            time.perf_counter() - started)
         self.listeners.emit("on_write", name, self.durable.name, entry.header, entry.frame.nbytes)
         return entry
 
