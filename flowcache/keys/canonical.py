@@ -7,6 +7,8 @@ any process and under any ``PYTHONHASHSEED`` (sets and dicts are ordered by thei
 digests, never by Python's ``hash``). Pickles are never used as keys: they are not deterministic.
 
 * buffers (``bytes``, numpy arrays, pandas columns) are hashed in place, without copies;
+  arrays and frames by their contents, whatever their memory layout
+  (:mod:`~flowcache.keys.arrays`, :mod:`~flowcache.keys.tables`);
 * ``pathlib.Path``/``os.PathLike``/:class:`~flowcache.keys.fingerprints.FileRef` inputs are
   hashed by their file fingerprint, so an edited file is a new key;
 * functions by their :func:`~flowcache.keys.code.function_identity`;
@@ -37,9 +39,11 @@ from typing import Any
 import blake3
 
 from flowcache.errors import UnhashableInput
+from flowcache.keys.arrays import Objects, Token, is_numpy, numpy_tokens
 from flowcache.keys.code import function_identity
 from flowcache.keys.fingerprints import FileRef, Fingerprinter
 from flowcache.keys.provenance import PROVENANCE, Provenance, Upstream
+from flowcache.keys.tables import is_pandas, pandas_tokens
 
 KEY_VERSION = b"flowcache-key-v1"
 _LARGE = 1 << 20  # buffers from this size are hashed on all cores
@@ -153,12 +157,11 @@ class KeyBuilder:
                 self._bytes(_T_STR, f.name.encode(), h)
                 self._feed(h, getattr(value, f.name), f"{path}.{f.name}", depth + 1)
             return
-        array_kind = _array_kind(value)
-        if array_kind == "numpy":
-            self._ndarray(h, value, path, depth)
+        if is_numpy(value):
+            self._tokens(h, _T_NDARRAY, numpy_tokens(value, path), depth)
             return
-        if array_kind == "pandas":
-            self._pandas(h, value, path, depth)
+        if is_pandas(value):
+            self._tokens(h, _T_PANDAS, pandas_tokens(value, path), depth)
             return
         if callable(value) and isinstance(value, (types.FunctionType, types.MethodType,
                                                   types.BuiltinFunctionType)):
@@ -205,48 +208,16 @@ class KeyBuilder:
         self._bytes(_T_FILE, b"", h)
         self._feed(h, fingerprint, path, 0)
 
-    def _ndarray(self, h: blake3.blake3, value: Any, path: str, depth: int) -> None:
-        import numpy as np
-
-        if isinstance(value, np.generic):
-            self._bytes(_T_SCALAR, value.dtype.str.encode(), h)
-            self._bytes(_T_BYTES, value.tobytes(), h)
-            return
-        self._bytes(_T_NDARRAY, f"{value.dtype.descr!r}{value.shape}".encode(), h)
-        if value.dtype.hasobject:
-            self._sequence(h, _T_LIST, value.ravel(order="C").tolist(), path, depth)
-            return
-        array = np.ascontiguousarray(value)
-        self._bytes(_T_BYTES, memoryview(array).cast("B"), h)
-
-    def _pandas(self, h: blake3.blake3, value: Any, path: str, depth: int) -> None:
-        import pandas as pd
-
-        self._bytes(_T_PANDAS, _qualname(type(value)).encode(), h)
-        if isinstance(value, pd.DataFrame):
-            self._pandas(h, value.index, f"{path}.index", depth)
-            self._pandas(h, value.columns, f"{path}.columns", depth)
-            for position in range(value.shape[1]):
-                self._pandas(h, value.iloc[:, position], f"{path}.iloc[:, {position}]", depth)
-            return
-        if isinstance(value, pd.Series):
-            self._feed(h, value.name, f"{path}.name", depth + 1)
-            self._pandas(h, value.index, f"{path}.index", depth)
-        self._bytes(_T_STR, str(value.dtype).encode(), h)
-        if isinstance(value, pd.RangeIndex):
-            self._feed(h, (value.start, value.stop, value.step), path, depth + 1)
-            return
-        if isinstance(value, pd.MultiIndex):
-            for level in range(value.nlevels):
-                self._pandas(h, value.get_level_values(level), f"{path}.levels[{level}]", depth)
-            return
-        array = value.array if hasattr(value, "array") else value
-        numpy_values = getattr(array, "_ndarray", None)
-        if numpy_values is not None and not numpy_values.dtype.hasobject:
-            self._ndarray(h, numpy_values, path, depth)
-        else:
-            hashed = pd.util.hash_pandas_object(pd.Series(value, copy=False), index=False)
-            self._ndarray(h, hashed.to_numpy(), path, depth)
+    def _tokens(self, h: blake3.blake3, tag: int, tokens: Iterator[Token], depth: int) -> None:
+        """Feed a numpy or pandas value's tokens (:mod:`~flowcache.keys.arrays`), digested
+        apart so the value is one length-prefixed item wherever it sits."""
+        inner = blake3.blake3()
+        for token in tokens:
+            if isinstance(token, Objects):
+                self._sequence(inner, _T_LIST, token.items, token.path, depth)
+            else:
+                self._bytes(_T_BYTES, token, inner)
+        self._bytes(tag, inner.digest(), h)
 
     def _reduce(self, h: blake3.blake3, value: Any, path: str, depth: int) -> None:
         cls = type(value)
@@ -286,18 +257,6 @@ def _refusal_reason(value: Any) -> str:
 def _is_fsspec_file(value: Any) -> bool:
     module = type(value).__module__
     return module.startswith("fsspec") and type(value).__name__ == "OpenFile"
-
-
-def _array_kind(value: Any) -> str | None:
-    module = type(value).__module__
-    if module == "numpy" or module.startswith("numpy."):
-        return "numpy" if hasattr(value, "dtype") else None
-    if module.startswith("pandas."):
-        import pandas as pd
-
-        if isinstance(value, (pd.DataFrame, pd.Series, pd.Index)):
-            return "pandas"
-    return None
 
 
 def _enc_none(b: KeyBuilder, h: Any, v: Any, p: str, d: int) -> None:
