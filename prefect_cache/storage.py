@@ -2,7 +2,9 @@
 
 ::
 
-    FlowcacheStorage(store="memory+redis://cache:6379/0+s3://bucket/flowcache").save("team")
+    FlowcacheStorage(store="memory+redis://fc-team@cache:6379/0+s3://bucket/flowcache",
+                     redis_password=os.environ["REDIS_PASSWORD"],
+                     storage_options={"s3": {"key": ..., "secret": ...}}).save("team")
 
     @task(result_storage=FlowcacheStorage.load("team"), cache_policy=CONTENT)
 
@@ -11,22 +13,32 @@ them), read from the fastest tier that has them and written durably first. What 
 *not* give is write confirmation before the task run completes: Prefect 3 marks the run
 Completed and commits the result afterwards, logging (not raising) a failed write. Use the
 ``cache()`` task option when a task must not complete without its durable output.
+
+Secrets live in secret fields, as in Prefect's own integrations: the Redis password in
+``redis_password`` (a ``SecretStr``), fsspec credentials in ``storage_options`` (a
+``SecretDict``), the signing key in ``signing_key``. The saved block document and the block's
+repr show them obfuscated. The ``store`` chain is plain text, so a password written into one of
+its URLs is refused rather than saved in the clear.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import blake3
 from prefect._internal.compatibility.async_dispatch import async_dispatch
 from prefect.filesystems import WritableFileSystem
+from prefect.types import SecretDict
 from prefect.utilities.asyncutils import run_sync_in_worker_thread
 from pydantic import Field, PrivateAttr, SecretStr
 
 from flowcache.config import StoreConfig, split_store_spec
+from flowcache.errors import ConfigError
 from flowcache.store import TieredStore
+
+_REDIS_SCHEMES = ("redis", "rediss", "redis+cluster")
 
 
 class FlowcacheStorage(WritableFileSystem):
@@ -45,9 +57,13 @@ class FlowcacheStorage(WritableFileSystem):
                              "FLOWCACHE_USER or the login name).")
     signing_key: SecretStr | None = Field(default=None, description="64 hex characters; "
                                           "default: FLOWCACHE_SIGNING_KEY or the user's key file.")
-    storage_options: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="fsspec options per protocol, e.g. "
-        "{'s3': {'endpoint_url': ...}}.")
+    redis_password: SecretStr | None = Field(
+        default=None, description="Password of the Redis tiers' user (the user name, if "
+        "any, goes in the store URL: redis://fc-team@cache:6379/0).")
+    storage_options: SecretDict = Field(
+        default_factory=lambda: SecretDict({}), description="fsspec options per protocol, "
+        "credentials included, e.g. {'s3': {'endpoint_url': ..., 'key': ..., 'secret': ...}}; "
+        "stored as a secret.")
 
     _store: TieredStore | None = PrivateAttr(default=None)
 
@@ -56,16 +72,42 @@ class FlowcacheStorage(WritableFileSystem):
         if self._store is None:
             env = dict(os.environ)
             if self.store:
-                split_store_spec(self.store)  # fail early on a malformed chain
-                env["FLOWCACHE_STORE"] = self.store
+                env["FLOWCACHE_STORE"] = "+".join(self._tier_urls())
+            elif self.redis_password is not None:
+                raise ConfigError("FlowcacheStorage.redis_password is set but store is not: "
+                                  "give the chain with its Redis tier, e.g. "
+                                  "store='memory+redis://cache:6379/0+s3://bucket/prefix'")
             if self.user:
                 env["FLOWCACHE_USER"] = self.user
             if self.signing_key is not None:
                 env["FLOWCACHE_SIGNING_KEY"] = self.signing_key.get_secret_value()
-            if self.storage_options:
-                env["FLOWCACHE_STORAGE_OPTIONS"] = json.dumps(self.storage_options)
+            options = self.storage_options.get_secret_value()
+            if options:
+                env["FLOWCACHE_STORAGE_OPTIONS"] = json.dumps(options)
             self._store = StoreConfig.from_env(env).build()
         return self._store
+
+    def _tier_urls(self) -> list[str]:
+        """The store chain's tier URLs, the Redis password put into each Redis URL here (and
+        only in memory): a password typed into ``store`` would be saved in the clear."""
+        urls = split_store_spec(self.store or "", "FlowcacheStorage.store")
+        out = []
+        for url in urls:
+            scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+            if scheme in _REDIS_SCHEMES:
+                parts = urlsplit(url)
+                if parts.password is not None:
+                    raise ConfigError(
+                        "FlowcacheStorage.store has a password in its Redis URL, and the store "
+                        "field is saved in plain text: remove it from the URL and give it as "
+                        "FlowcacheStorage(redis_password=...)")
+                if self.redis_password is not None:
+                    user = quote(parts.username or "", safe="")
+                    secret = quote(self.redis_password.get_secret_value(), safe="")
+                    host = parts.netloc.rpartition("@")[2]
+                    url = urlunsplit(parts._replace(netloc=f"{user}:{secret}@{host}"))
+            out.append(url)
+        return out
 
     @staticmethod
     def _key(path: str) -> str:

@@ -114,3 +114,42 @@ def test_the_native_path_is_not_write_confirmed(s3, tmp_path):
     state = run(return_state=True)
     assert state.is_completed()  # ...although nothing was stored:
     assert list(block.tiered_store().scan()) == []
+
+
+# -- secrets ------------------------------------------------------------------------------------
+def test_secrets_are_saved_obfuscated_and_the_store_still_works(tenant_redis, s3):
+    from prefect.client.orchestration import get_client
+
+    server, _, tenant = tenant_redis
+    made, _ = tenant("erin")
+    bucket = s3.new_bucket()
+    s3_secret = f"s3cr3t-{uuid.uuid4().hex}"
+    options = {**s3.options(), "secret": s3_secret}  # moto takes any secret
+    name = f"secret-{uuid.uuid4().hex[:8]}"
+    FlowcacheStorage(store=f"memory+redis://{made.acl_user}@127.0.0.1:{server.port}/0"
+                           f"+s3://{bucket}/cache",
+                     user="erin", signing_key=new_key().hex(), redis_password=made.password,
+                     storage_options={"s3": options}).save(name)
+    with get_client(sync_client=True) as client:
+        document = client.read_block_document_by_name(name, "flowcache-storage",
+                                                      include_secrets=False)
+    shown = repr(document.data) + str(document.data)
+    assert made.password not in shown
+    assert s3_secret not in shown
+    block = FlowcacheStorage.load(name)
+    assert made.password not in repr(block) + str(block)
+    assert s3_secret not in repr(block) + str(block)
+    block.write_path("a/result", b"payload", _sync=True)
+    assert block.read_path("a/result", _sync=True) == b"payload"
+    store = block.tiered_store()
+    assert [tier.name for tier in store.tiers] == ["memory", "redis", "object"]
+    assert store.tiers[1].exists(store.name_for(FlowcacheStorage._key("a/result")))
+
+
+def test_a_password_in_the_store_url_is_refused(redis_url, tmp_path):
+    from flowcache.errors import ConfigError
+
+    block = FlowcacheStorage(store=f"memory+redis://fc:hunter2@127.0.0.1:1/0+{tmp_path}/d",
+                             user="erin", signing_key=new_key().hex())
+    with pytest.raises(ConfigError, match="redis_password"):
+        block.tiered_store()
