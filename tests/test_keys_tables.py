@@ -55,6 +55,8 @@ SAME_CONTENT = {
                                  np.array([-np.nan, 1.0])),  # the sign bit differs
     "Arrow text in one chunk or two": (arrow_text(["a", "bb"], ["ccc"]),
                                        arrow_text(["a", "bb", "ccc"])),
+    "Arrow text with nulls in one chunk or two": (arrow_text(["a", None], [None, "é"]),
+                                                  arrow_text(["a", None, None, "é"])),
     "str column sliced vs built": (pd.Series(["x", "a", None, "b"]).iloc[1:].reset_index(drop=True),
                                    pd.Series(["a", None, "b"])),
     "MultiIndex sliced (unused levels) vs built": (
@@ -114,6 +116,10 @@ DISTINCT = {
     "str with an empty": pd.Series(["a", "", "c"]),
     "str split otherwise": pd.Series(["ab", "", "c"]),
     "string (pd.NA) with a missing": pd.Series(["a", None, "c"], dtype="string"),
+    "str stored in Python with a missing": pd.Series(
+        ["a", None, "c"], dtype=pd.StringDtype("python", na_value=np.nan)),
+    "Arrow string_view with a missing": pd.Series(pd.arrays.ArrowExtensionArray(
+        pa.chunked_array([["a", None, "c"]], type=pa.string_view()))),
     "object text": pd.Series(["a", None, "c"], dtype=object),
     "object mixed": pd.Series(["a", 1, 2.5], dtype=object),
     "object mixed otherwise": pd.Series(["a", "1", 2.5], dtype=object),
@@ -157,6 +163,14 @@ def test_an_object_column_holding_a_live_object_names_where_it_is():
     with pytest.raises(UnhashableInput) as info:
         hash_inputs({"frame": frame})
     assert "'frame" in str(info.value)
+
+
+def test_a_column_pandas_cannot_read_is_a_typed_error_naming_the_parameter():
+    views = pa.chunked_array([[b"a", None]], type=pa.binary_view())  # pandas 3 lacks it
+    with pytest.raises(UnhashableInput) as info:
+        hash_inputs({"blobs": pd.DataFrame({"b": pd.arrays.ArrowExtensionArray(views)})})
+    assert info.value.param.startswith("blobs")
+    assert "binary_view" in str(info.value)
 
 
 # -- zero-size arrays and empty frames --------------------------------------------------------

@@ -158,10 +158,10 @@ class KeyBuilder:
                 self._feed(h, getattr(value, f.name), f"{path}.{f.name}", depth + 1)
             return
         if is_numpy(value):
-            self._tokens(h, _T_NDARRAY, numpy_tokens(value, path), depth)
+            self._tokens(h, _T_NDARRAY, numpy_tokens(value, path), value, path, depth)
             return
         if is_pandas(value):
-            self._tokens(h, _T_PANDAS, pandas_tokens(value, path), depth)
+            self._tokens(h, _T_PANDAS, pandas_tokens(value, path), value, path, depth)
             return
         if callable(value) and isinstance(value, (types.FunctionType, types.MethodType,
                                                   types.BuiltinFunctionType)):
@@ -208,15 +208,23 @@ class KeyBuilder:
         self._bytes(_T_FILE, b"", h)
         self._feed(h, fingerprint, path, 0)
 
-    def _tokens(self, h: blake3.blake3, tag: int, tokens: Iterator[Token], depth: int) -> None:
+    def _tokens(self, h: blake3.blake3, tag: int, tokens: Iterator[Token], value: Any,
+                path: str, depth: int) -> None:
         """Feed a numpy or pandas value's tokens (:mod:`~flowcache.keys.arrays`), digested
-        apart so the value is one length-prefixed item wherever it sits."""
+        apart so the value is one length-prefixed item wherever it sits. A column numpy or
+        pandas cannot read back (an Arrow type pandas lacks) is an :class:`UnhashableInput`."""
         inner = blake3.blake3()
-        for token in tokens:
-            if isinstance(token, Objects):
-                self._sequence(inner, _T_LIST, token.items, token.path, depth)
-            else:
-                self._bytes(_T_BYTES, token, inner)
+        try:
+            for token in tokens:
+                if isinstance(token, Objects):
+                    self._sequence(inner, _T_LIST, token.items, token.path, depth)
+                else:
+                    self._bytes(_T_BYTES, token, inner)
+        except UnhashableInput:
+            raise
+        except (TypeError, ValueError, NotImplementedError) as exc:
+            raise UnhashableInput(path, type(value), reason=f"its values cannot be read: "
+                                  f"{type(exc).__name__}: {exc}") from exc
         self._bytes(tag, inner.digest(), h)
 
     def _reduce(self, h: blake3.blake3, value: Any, path: str, depth: int) -> None:

@@ -129,11 +129,11 @@ def column_tokens(values: Any, path: str) -> Iterator[Token]:
 def _text(values: Any) -> Iterator[Token]:
     import numpy as np
 
-    kinds = np.asarray(values.isna(), dtype=np.uint8)
     chunked = _arrow_text(values)
     if chunked is not None:
-        yield from text_tokens(kinds, *_arrow_buffers(chunked))
+        yield from text_tokens(*_arrow_text_parts(chunked))
         return
+    kinds = np.asarray(values.isna(), dtype=np.uint8)
     strings = values.to_numpy(dtype=object, na_value="").tolist()
     yield from text_tokens(kinds, *text_of(strings))
 
@@ -145,25 +145,36 @@ def _arrow_text(values: Any) -> Any:
     arrow_backed = getattr(pd.arrays, "ArrowExtensionArray", ())
     if not isinstance(values, arrow_backed):
         return None
+    import pyarrow as pa
+
     chunked = values.__arrow_array__()
-    return chunked if str(chunked.type) in ("string", "large_string") else None
+    kind = chunked.type
+    text = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+    return chunked if text or pa.types.is_string_view(kind) else None
 
 
-def _arrow_buffers(chunked: Any) -> tuple[Any, memoryview | bytes]:
-    """Byte lengths and text of Arrow strings, read from the buffers (one copy only when the
-    column is in several chunks or has missing entries, whose slots may hold anything)."""
+def _arrow_text_parts(chunked: Any) -> tuple[Any, Any, memoryview | bytes]:
+    """Missing flags, byte lengths and text of Arrow strings, read from the buffers (one copy
+    only when the column is in several chunks, has missing entries, whose slots may hold
+    anything, or is a ``string_view``, whose views are no flat text)."""
     import numpy as np
+    import pyarrow as pa
 
     if len(chunked) == 0:
-        return np.zeros(0, dtype=np.int64), b""
+        return np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.int64), b""
     array = chunked.chunk(0) if chunked.num_chunks == 1 else chunked.combine_chunks()
+    if pa.types.is_string_view(array.type):
+        array = array.cast(pa.large_string())
+    kinds = np.zeros(len(array), dtype=np.uint8)
     if array.null_count:
+        kinds = array.is_null().to_numpy(zero_copy_only=False).astype(np.uint8)
         array = array.fill_null("")
     _, offsets, data = array.buffers()
-    width = np.int32 if str(array.type) == "string" else np.int64
+    width = np.int32 if pa.types.is_string(array.type) else np.int64
     ends = np.frombuffer(offsets, dtype=width)[array.offset:array.offset + len(array) + 1]
     lengths = np.diff(ends).astype(np.int64)
-    return lengths, memoryview(data)[int(ends[0]):int(ends[-1])]
+    text = b"" if data is None else memoryview(data)[int(ends[0]):int(ends[-1])]
+    return kinds, lengths, text
 
 
 def _other(values: Any, path: str) -> Iterator[Token]:
