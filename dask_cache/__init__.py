@@ -1,5 +1,9 @@
 """Dask glue for flowcache: worker plugin with a node tier, graph caching, residency billing and
-carbon-aware placement. Importing it registers dask_cache's configuration defaults."""
+carbon-aware placement.
+
+Importing it adds dask_cache's defaults to Dask's configuration under its own ``flowcache:`` key
+(see :mod:`dask_cache.settings`), leaving everything else in Dask's config as it was. Servers
+started from the command line install the plugins with ``--preload dask_cache.preload``."""
 
 from dask_cache.settings import load_defaults
 

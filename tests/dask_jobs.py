@@ -70,3 +70,22 @@ def later() -> str:
 async def die() -> None:
     """For ``client.run(die, wait=False)``: end this worker process abruptly."""
     os._exit(1)
+
+
+def worker_settings(dask_worker=None) -> dict:
+    """For ``client.run``: dask_cache's settings as this worker process parses them."""
+    from dataclasses import asdict
+
+    from dask_cache.settings import DaskCacheSettings
+
+    return asdict(DaskCacheSettings.current())
+
+
+def worker_plugins(dask_worker) -> list[str]:
+    """For ``client.run``: the names of the plugins installed on this worker."""
+    return sorted(dask_worker.plugins)
+
+
+def scheduler_plugins(dask_scheduler) -> list[str]:
+    """For ``client.run_on_scheduler``: the names of the scheduler's plugins."""
+    return sorted(dask_scheduler.plugins)

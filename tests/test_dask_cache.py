@@ -269,15 +269,3 @@ def test_dask_collections_through_the_local_scheduler(store):
         assert first.computes
         assert second.computes == set()
 
-
-def test_settings_come_from_dask_config_and_the_environment(monkeypatch):
-    from dask_cache.settings import DaskCacheSettings
-
-    assert DaskCacheSettings.current().node_bytes == 2 << 30  # dask_cache.yaml
-    monkeypatch.setenv("DASK_CACHE__NODE_BYTES", "3GiB")
-    dask.config.refresh()
-    try:
-        assert DaskCacheSettings.current().node_bytes == 3 << 30
-    finally:
-        monkeypatch.delenv("DASK_CACHE__NODE_BYTES")
-        dask.config.refresh()
