@@ -4,8 +4,14 @@ in Prometheus' format, and the ``flowcache metrics`` exporter scraped by a real 
 from __future__ import annotations
 
 import functools
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import redis
 from prometheus_client import CollectorRegistry
 
 from flowcache.errors import ConfigError
@@ -13,11 +19,14 @@ from flowcache.frames import encode
 from flowcache.identity import Identity, new_key
 from flowcache.listeners import StoreListener
 from flowcache.metrics import expose, withdraw
+from flowcache.store import TieredStore
 from flowcache.tiers.memory import MemoryTier
 from flowcache.tiers.node import NodeTier
 from flowcache.tiers.objects import ObjectTier
 from flowcache.tiers.redis import RedisTier
 from flowcache.usage import OTHER
+from tests.prometheus import PrometheusServer, promtool
+from tests.servers import free_port, wait_for_port
 
 KEY = "ab" * 32
 PAYLOAD = b"x" * 3000
@@ -140,3 +149,115 @@ def test_user_labels_are_bounded_and_other_users_are_summed(make_store, tmp_path
     assert sum(per_user.values()) == node.current_bytes
     with pytest.raises(ConfigError, match="user_limit"):
         expose(store, registry=registry, user_limit=0)
+
+
+# -- the exporter, scraped by a real Prometheus -----------------------------------------------
+RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "flowcache.rules.yml"
+
+
+def test_the_rules_file_passes_promtool():
+    checked = promtool("check", "rules", str(RULES))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS" in checked.stdout
+
+
+def exporter_env(store: str, tmp_path) -> dict:
+    return {**os.environ, "FLOWCACHE_STORE": store, "FLOWCACHE_USER": "ops",
+            "FLOWCACHE_SIGNING_KEY": new_key().hex(), "FLOWCACHE_LOCK_DIR": str(tmp_path / "l"),
+            "FLOWCACHE_LEDGER": "off"}
+
+
+@pytest.fixture
+def exporter(tmp_path):
+    """``python -m flowcache metrics`` in a process of its own; stopped (SIGTERM) after."""
+    started = []
+
+    def start(store: str, *args: str) -> tuple[subprocess.Popen, int]:
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flowcache", "metrics", "--port", str(port), *args],
+            env=exporter_env(store, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        started.append(proc)
+        wait_for_port(port, timeout=120, proc=proc)
+        return proc, port
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_real_prometheus_scrapes_the_exporter_and_its_rules_and_alerts_work(
+        own_redis, exporter, tmp_path):
+    durable = tmp_path / "durable"
+    written = {"ann": 0, "bob": 0}
+    for user, count in (("ann", 2), ("bob", 1)):
+        store = TieredStore([ObjectTier(str(durable))], identity=Identity(user, new_key()))
+        written[user] = sum(store.put(f"{i:064x}", PAYLOAD).frame.nbytes for i in range(count))
+    client = redis.Redis.from_url(own_redis.url)
+    used = int(client.info("memory")["used_memory"])
+    maxmemory = used * 9 // 8  # about 89 % used: above the 80 % alert's threshold
+    client.config_set("maxmemory", maxmemory)
+    proc, port = exporter(f"memory+{own_redis.url}+{durable}", "--walk-interval", "1s")
+    prometheus = PrometheusServer(tmp_path / "prometheus", [f"127.0.0.1:{port}"],
+                                  rules=[RULES]).start()
+    try:
+        node = f"127.0.0.1:{own_redis.port}"
+        seen = prometheus.wait_for(lambda: prometheus.query("flowcache_redis_memory_used_bytes"),
+                                   "flowcache_redis_memory_used_bytes")
+        [(labels, reported)] = seen.items()
+        assert dict(labels)["node"] == node
+        now = int(client.info("memory")["used_memory"])  # a little more or less than then
+        assert 0.8 * now < reported < 1.25 * now
+        assert prometheus.query("flowcache_redis_maxmemory_bytes") == {labels: maxmemory}
+        ratio = prometheus.wait_for(lambda: prometheus.query("flowcache:redis_memory_used:ratio"),
+                                    "the recording rule's ratio")
+        assert 0.8 < next(iter(ratio.values())) < 1.0
+        prometheus.wait_for(lambda: prometheus.alerts().get("FlowcacheRedisMemoryHigh"),
+                            "the Redis memory alert")  # pending: it fires after 15 minutes
+
+        by_user = prometheus.wait_for(
+            lambda: {dict(k)["user"]: v for k, v in
+                     prometheus.query("flowcache_object_bytes").items()}, "object bytes")
+        assert by_user == written
+        degraded = prometheus.query('flowcache_tier_degraded{tier="redis"}')
+        assert list(degraded.values()) == [0]
+
+        own_redis.kill()  # the exporter's probe opens the breaker; INFO fails
+        prometheus.wait_for(lambda: list(prometheus.query(
+            'flowcache_tier_degraded{tier="redis"}').values()) == [1], "a degraded redis")
+        prometheus.wait_for(lambda: list(prometheus.query(
+            "flowcache_redis_up").values()) == [0], "redis reported down")
+        prometheus.wait_for(lambda: prometheus.alerts().get("FlowcacheTierDegraded"),
+                            "the degraded-tier alert")
+    finally:
+        prometheus.stop()
+        client.close()
+    proc.terminate()  # SIGTERM: the exporter stops cleanly
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+
+
+def test_a_taken_port_is_a_one_line_error(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "flowcache", "metrics", "--port", str(port)],
+            env=exporter_env(f"memory+{tmp_path}/durable", tmp_path), capture_output=True,
+            text=True, timeout=300)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert lines == [f"flowcache: error: port {port} on 127.0.0.1 is already in use (another "
+                     "exporter?): stop what listens there or pass --port N"]
+
+
+def test_bad_exporter_options_are_usage_errors(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "flowcache", "metrics", "--walk", "everything"],
+        env=exporter_env(f"memory+{tmp_path}/durable", tmp_path), capture_output=True,
+        text=True, timeout=300)
+    assert done.returncode == 2
+    assert "--walk 'everything': use all, own or off" in done.stderr

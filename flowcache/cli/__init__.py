@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from flowcache.cli import accounts, carbon, operators, output, runs, store
+from flowcache.cli import accounts, carbon, metrics, operators, output, runs, store
 
 app = typer.Typer(cls=output.OneLineErrors, no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False,
@@ -45,6 +45,7 @@ app.command("clear")(store.clear_command)
 app.command("gc")(store.gc_command)
 app.command("billing")(accounts.billing_command)
 app.command("runs")(runs.runs_command)
+app.command("metrics")(metrics.metrics_command)
 app.add_typer(carbon.carbon_app, name="carbon", help="Carbon intensity forecasts and plans.")
 app.add_typer(operators.admin_app, name="admin")
 app.add_typer(accounts.ledger_app, name="ledger")
