@@ -13,11 +13,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-# The tests start their own redis-server on a free port; install it when the machine has none.
+# The tests start their own redis-server and prometheus on free ports; install them when the
+# machine has none. Debian's prometheus package may enable its own service (on :9090): the
+# tests never use it, so whether it starts does not matter.
 servers:
 	@command -v redis-server >/dev/null 2>&1 || { \
 		echo "installing redis-server (needed by the tests)"; \
 		apt-get update -qq && apt-get install -y -qq redis-server; }
+	@command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || { \
+		echo "installing prometheus (tests/test_metrics.py scrapes the exporter with it)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends prometheus; }
 
 test: $(STAMP) servers
 	$(PY) -m pytest $(PYTEST_ARGS)
