@@ -195,6 +195,37 @@ EMPTY = {
     "nothing": None,
 }
 
+NUMPY_DISTINCT = {
+    "complex nan in the real part": np.array([complex(np.nan, 1.0)]),
+    "complex nan in the other part": np.array([complex(1.0, np.nan)]),
+    "complex nan and another imaginary part": np.array([complex(np.nan, 2.0)]),
+    "complex64": np.array([complex(np.nan, 1.0)], dtype=np.complex64),
+    "float nan": np.array([np.nan]),
+    "float32 nan": np.array([np.nan], dtype=np.float32),
+    "float16 nan": np.array([np.nan], dtype=np.float16),
+    "a 0-d array": np.array(1.5),
+    "a 1-d array": np.array([1.5]),
+    "U1": np.array(["a"]),
+    "U2": np.array(["a"], dtype="U2"),
+    "object text": np.array(["a"], dtype=object),
+    "structured": np.array([(1, 2.0)], dtype=[("a", "<i4"), ("b", "<f8")]),
+    "structured renamed": np.array([(1, 2.0)], dtype=[("a", "<i4"), ("c", "<f8")]),
+    "datetime64[s]": np.array([0], dtype="M8[s]"),
+    "datetime64[ms]": np.array([0], dtype="M8[ms]"),
+}
+
+
+def test_numpy_values_that_differ_key_differently():
+    keys = {name: key_of(value) for name, value in NUMPY_DISTINCT.items()}
+    clashes = [(a, b) for a in keys for b in keys if a < b and keys[a] == keys[b]]
+    assert clashes == []
+    padded = np.zeros(1, dtype=np.dtype({"names": ["a", "b"], "formats": ["<i4", "<f8"],
+                                         "offsets": [0, 16], "itemsize": 32}))
+    padded[0] = (1, 2.0)
+    assert key_of(padded) == keys["structured"]  # padding and offsets are layout
+    assert key_of(np.array([complex(np.nan, 1.0)]).astype(">c16")) == keys[
+        "complex nan in the real part"]
+
 
 def test_zero_size_arrays_and_empty_frames_key_distinctly():
     keys = {name: key_of(value) for name, value in EMPTY.items()}

@@ -101,12 +101,14 @@ def buffer_of(array: Any) -> memoryview:
     dtype = array.dtype
     if dtype.byteorder == ">" or (dtype.byteorder == "=" and sys.byteorder == "big"):
         array = array.astype(dtype.newbyteorder("<"))
-    array = np.ascontiguousarray(array)  # before the NaN scan: a strided scan is slow
-    if dtype.kind in "fc":
+    array = np.ascontiguousarray(array).reshape(-1)  # before the NaN scan: strided is slow
+    if dtype.kind == "c":  # real and imaginary parts apart: (nan, 1) and (nan, 2) differ
+        array = array.view(np.finfo(dtype).dtype.newbyteorder("<"))
+    if array.dtype.kind == "f":
         nan = np.isnan(array)
         if nan.any():
-            array = np.where(nan, dtype.type(np.nan), array)
-    return memoryview(array.reshape(-1).view(np.uint8))
+            array = np.where(nan, array.dtype.type(np.nan), array)
+    return memoryview(array.view(np.uint8))
 
 
 def object_tokens(items: list[Any], path: str) -> Iterator[Token]:
