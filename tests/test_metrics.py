@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
+from flowcache.cli.metrics import SharedTiers
 from flowcache.errors import ConfigError
 from flowcache.frames import encode
 from flowcache.identity import Identity, new_key
 from flowcache.listeners import StoreListener
-from flowcache.metrics import expose, withdraw
+from flowcache.metrics import StoreMetrics, expose, withdraw
 from flowcache.store import TieredStore
 from flowcache.tiers.memory import MemoryTier
 from flowcache.tiers.node import NodeTier
@@ -26,7 +29,7 @@ from flowcache.tiers.objects import ObjectTier
 from flowcache.tiers.redis import RedisTier
 from flowcache.usage import OTHER
 from tests.prometheus import PrometheusServer, promtool
-from tests.servers import free_port, wait_for_port
+from tests.servers import RedisServer, free_port, wait_for_port
 
 KEY = "ab" * 32
 PAYLOAD = b"x" * 3000
@@ -261,3 +264,47 @@ def test_bad_exporter_options_are_usage_errors(tmp_path):
         text=True, timeout=300)
     assert done.returncode == 2
     assert "--walk 'everything': use all, own or off" in done.stderr
+
+
+def test_a_cluster_is_reported_by_each_primary_and_never_its_replicas(tmp_path):
+    """Three masters and a replica (redis-cli joins them): INFO from each master alone."""
+    nodes = [RedisServer(None) for _ in range(4)]
+    for number, node in enumerate(nodes):
+        node.extra = ("--cluster-enabled", "yes", "--cluster-port", str(free_port()),
+                      "--cluster-config-file", f"nodes-{node.port}.conf",
+                      "--maxmemory", str((number + 1) * 100 << 20))
+    try:
+        for node in nodes:
+            node.start()
+        masters, replica = nodes[:3], nodes[3]
+        cli = shutil.which("redis-cli")
+        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in masters),
+                        "--cluster-yes"], check=True, capture_output=True, timeout=300)
+        subprocess.run([cli, "--cluster", "add-node", f"127.0.0.1:{replica.port}",
+                        f"127.0.0.1:{masters[0].port}", "--cluster-slave"], check=True,
+                       capture_output=True, timeout=300)
+        wait_until_replica(replica)
+        tier = RedisTier.from_url(f"redis+cluster://127.0.0.1:{masters[0].port}")
+        store = TieredStore([tier, ObjectTier(str(tmp_path / "d"))],
+                            identity=Identity("ops", new_key()))
+        shared = SharedTiers(store, StoreMetrics(store), walk="off", walk_interval=60,
+                             walk_limit=10, user_limit=10)
+        families = {family.name: family for family in shared.collect()}
+        reported = {s.labels["node"]: s.value
+                    for s in families["flowcache_redis_maxmemory_bytes"].samples}
+        assert reported == {f"127.0.0.1:{n.port}": (i + 1) * 100 << 20
+                            for i, n in enumerate(masters)}
+        used = {s.labels["node"] for s in families["flowcache_redis_memory_used_bytes"].samples}
+        assert used == set(reported)
+        store.close()
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def wait_until_replica(node: RedisServer, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    with redis.Redis(port=node.port) as client:
+        while client.info("replication").get("master_link_status") != "up":
+            assert time.monotonic() < deadline, "the replica never synced with its master"
+            time.sleep(0.2)
