@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 import redis
+from distributed import WorkerPlugin
 from prometheus_client import CollectorRegistry
 
 from flowcache.cli.metrics import SharedTiers
+from flowcache.config import StoreConfig
 from flowcache.errors import ConfigError
 from flowcache.frames import encode
 from flowcache.identity import Identity, new_key
@@ -307,4 +309,54 @@ def wait_until_replica(node: RedisServer, timeout: float = 180) -> None:
     with redis.Redis(port=node.port) as client:
         while client.info("replication").get("master_link_status") != "up":
             assert time.monotonic() < deadline, "the replica never synced with its master"
+            time.sleep(0.2)
+
+
+# -- on a Dask worker ---------------------------------------------------------------------------
+class ExposeStoreMetrics(WorkerPlugin):
+    """What CacheWorkerPlugin's setup would add (see the lead's note): the worker's store
+    metrics in the process registry, which the worker's own /metrics serves."""
+
+    name = "flowcache-metrics"
+    idempotent = True
+
+    def setup(self, worker):
+        worker.flowcache_metrics = expose(worker.flowcache_store, name=worker.address)
+
+    def teardown(self, worker):
+        withdraw(worker.flowcache_metrics)
+
+
+def test_a_dask_worker_serves_its_store_metrics_beside_dasks_own(tmp_path):
+    import urllib.request
+
+    from distributed import Client, LocalCluster
+    from prometheus_client.parser import text_string_to_metric_families
+
+    import dask_cache
+
+    config = StoreConfig.from_env({
+        "FLOWCACHE_STORE": f"memory+{tmp_path}/durable", "FLOWCACHE_USER": "gus",
+        "FLOWCACHE_SIGNING_KEY": new_key().hex(), "FLOWCACHE_LOCK_DIR": str(tmp_path / "l"),
+        "FLOWCACHE_LEDGER": "off"})
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        client.register_plugin(dask_cache.CacheWorkerPlugin(config, node_dir=str(tmp_path / "n")))
+        client.register_plugin(ExposeStoreMetrics())
+        client.run(lambda dask_worker: dask_worker.flowcache_store.put(KEY, PAYLOAD))
+        [(address, port)] = client.run(lambda dask_worker: dask_worker.http_server.port).items()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as reply:
+            text = reply.read().decode()
+        samples = {(s.name, frozenset(s.labels.items())): s.value
+                   for family in text_string_to_metric_families(text) for s in family.samples}
+        assert samples["flowcache_tier_writes_total",
+                       frozenset({"store": address, "tier": "object"}.items())] == 1
+        assert any(name.startswith("dask_worker_") for name, _ in samples)  # Dask's own
+        # the counters Dask already had keep working: client.run and custom worker metrics
+        [counters] = client.run(dask_cache.worker_metrics).values()
+        assert counters["tiers"]["object"]["writes"] == 1
+        deadline = time.monotonic() + 180
+        while client.scheduler_info()["workers"][address]["metrics"].get(
+                "flowcache-object-bytes_written", 0) == 0:  # sent with the next heartbeat
+            assert time.monotonic() < deadline, "no custom metric reached the scheduler"
             time.sleep(0.2)
