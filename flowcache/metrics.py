@@ -24,7 +24,7 @@ import threading
 import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import (
@@ -41,10 +41,13 @@ from flowcache.tiers.memory import MemoryTier
 from flowcache.tiers.node import NodeTier
 from flowcache.usage import BoundedLabels, UsageWalker
 
+if TYPE_CHECKING:
+    from flowcache.store import TieredStore
+
 log = logging.getLogger("flowcache.metrics")
 
 REASONS = frozenset({"evicted", "expired", "deleted", "corrupt", "foreign", "purged",
-                     "cleared", "replaced"})
+                     "cleared", "replaced", "stale", "invalid", "abandoned"})
 #: seconds; a durable write to a bucket takes tens of ms, a large one seconds
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 #: counters of :class:`~flowcache.listeners.TierCounters`, as Prometheus names them
@@ -86,10 +89,10 @@ class _Histogram:
 class StoreMetrics(StoreListener):
     """One store's metrics: a listener for its events and the source of its samples.
 
-    ``walk_interval``: how often the local tiers (memory, node) are walked for bytes per user.
+    ``walk_interval``: how often a node tier is walked for its bytes per user.
     """
 
-    def __init__(self, store: Any, *, name: str = "default", user_limit: int = 64,
+    def __init__(self, store: TieredStore, *, name: str = "default", user_limit: int = 64,
                  walk_interval: float = 60.0, walk_limit: int = 100_000) -> None:
         self.store = store
         self.name = name
@@ -146,9 +149,18 @@ class StoreMetrics(StoreListener):
                 self._durable_down = False
 
     def refresh(self) -> None:
-        """Walk the local tiers now (tests, and a first scrape that should not be empty)."""
+        """Walk the node tiers now (tests, and a first scrape that should not be empty)."""
         for tier in self._local_tiers():
-            self._walker(tier).refresh()
+            if isinstance(tier, NodeTier):
+                self._walker(tier).refresh()
+
+    def _user_bytes(self, tier: Tier) -> dict[str, int]:
+        """A memory tier is this store's alone (one user; walking it would reorder its LRU);
+        a node tier is shared by every process and user on the host: walked."""
+        if isinstance(tier, MemoryTier):
+            return {self.users(self.store.identity.user): tier.current_bytes}
+        usage = self._walker(tier).current()
+        return dict(usage.bytes) if usage is not None else {}
 
     def _local_tiers(self) -> list[Tier]:
         return [tier for tier in self.store.tiers if isinstance(tier, (MemoryTier, NodeTier))]
@@ -237,8 +249,7 @@ class StoreMetrics(StoreListener):
         for tier in self._local_tiers():
             held.add_metric([store, tier.name], tier.current_bytes)
             capacity.add_metric([store, tier.name], tier.max_bytes)
-            usage = self._walker(tier).current()
-            for user, nbytes in sorted((usage.bytes if usage else {}).items()):
+            for user, nbytes in sorted(self._user_bytes(tier).items()):
                 per_user.add_metric([store, tier.name, user], nbytes)
         yield from (degraded, failures, held, capacity, per_user)
 
@@ -303,7 +314,7 @@ def hub_of(registry: CollectorRegistry) -> MetricsHub:
         return hub
 
 
-def expose(store: Any, *, name: str = "default", registry: CollectorRegistry | None = None,
+def expose(store: TieredStore, *, name: str = "default", registry: CollectorRegistry | None = None,
            **options: Any) -> StoreMetrics:
     """Count ``store``'s events and publish its metrics in ``registry`` (default: the
     process's, which a Dask worker serves at ``/metrics``). ``name`` labels its samples

@@ -120,6 +120,26 @@ def test_a_store_with_real_tiers_shows_its_hits_misses_evictions_and_confirmatio
     assert value(got, "flowcache_tier_degraded", store="w1", tier="node") == 0
 
 
+def test_scraping_leaves_the_memory_tiers_lru_order_alone(make_store, tmp_path):
+    probe = make_store(ObjectTier(str(tmp_path / "probe")))
+    frame_bytes = encode(PAYLOAD, key=KEY, identity=probe.identity).nbytes
+    memory = MemoryTier(max_bytes=frame_bytes * 5 // 2)
+    store = make_store(memory, ObjectTier(str(tmp_path / "d")))
+    registry = CollectorRegistry()
+    metrics = expose(store, registry=registry)
+    old, new = f"{1:064x}", f"{2:064x}"
+    store.put(old, PAYLOAD)
+    store.put(new, PAYLOAD)
+    assert store.get(old) == PAYLOAD  # read last: `new` is now the least recently used
+    metrics.refresh()
+    got = scrape(registry)  # must not count as reading the entries
+    assert value(got, "flowcache_tier_user_bytes", store="default", tier="memory",
+                 user="alice") == memory.current_bytes
+    store.put(f"{3:064x}", PAYLOAD)  # evicts the least recently used
+    assert memory.get(store.name_for(new)) is None
+    assert memory.get(store.name_for(old)) is not None
+
+
 def test_stores_sharing_a_registry_write_each_family_once(make_store, tmp_path):
     registry = CollectorRegistry()
     stores = [make_store(MemoryTier(), ObjectTier(str(tmp_path / name))) for name in "ab"]
