@@ -62,8 +62,9 @@ SAME_CONTENT = {
     "MultiIndex sliced (unused levels) vs built": (
         pd.MultiIndex.from_product([["a", "b"], [1, 2]])[:2],
         pd.MultiIndex.from_tuples([("a", 1), ("a", 2)])),
-    "RangeIndex vs the int64 Index it stands for": (pd.Series([1.0, 2.0]),
-                                                   pd.Series([1.0, 2.0], index=[0, 1])),
+    "RangeIndex by its numbers, not its bounds": (pd.RangeIndex(0, 3, 5),
+                                                  pd.RangeIndex(0, 1, 7)),
+    "empty RangeIndex wherever it starts": (pd.RangeIndex(4, 4), pd.RangeIndex(0, 0)),
     "categorical copy": (pd.Series(["x", "y", "x"], dtype="category"),
                          pd.Series(["x", "y", "x"], dtype="category").copy()),
 }
@@ -98,6 +99,10 @@ DISTINCT = {
     "series named otherwise": BASE["a"].rename("z"),
     "index": pd.Index([1, 2, 3]),
     "index of float": pd.Index([1.0, 2.0, 3.0]),
+    "range index": pd.RangeIndex(1, 4),
+    "range index otherwise": pd.RangeIndex(1, 7, 2),
+    "series over a range index": pd.Series([1, 2, 3], index=pd.RangeIndex(1, 4)),
+    "series over an int64 index": pd.Series([1, 2, 3], index=[1, 2, 3]),
     "multiindex": pd.MultiIndex.from_tuples([("a", 1), ("b", 2)]),
     "multiindex swapped": pd.MultiIndex.from_tuples([(1, "a"), (2, "b")]),
     "multiindex names": pd.MultiIndex.from_tuples([("a", 1), ("b", 2)], names=["k", "n"]),
