@@ -6,7 +6,7 @@ as a type tag followed by a length-prefixed canonical encoding, so equal inputs 
 any process and under any ``PYTHONHASHSEED`` (sets and dicts are ordered by their elements'
 digests, never by Python's ``hash``). Pickles are never used as keys: they are not deterministic.
 
-* buffers (``bytes``, numpy arrays, pandas columns) are hashed in place, without copies;
+* buffers (``bytes``, numpy arrays, pandas columns) are hashed in place where contiguous;
   arrays and frames by their contents, whatever their memory layout
   (:mod:`~flowcache.keys.arrays`, :mod:`~flowcache.keys.tables`);
 * ``pathlib.Path``/``os.PathLike``/:class:`~flowcache.keys.fingerprints.FileRef` inputs are
