@@ -22,8 +22,9 @@ from flowcache.errors import ConfigError
 from flowcache.frames import Frame
 from flowcache.tiers.objects import TMP_MARK, ObjectTier
 
-_USAGE = ".usage"
+#: the node's bookkeeping file: its flock serialises the budget, its first bytes hold the usage
 _LOCK = ".lock"
+_COUNTER_BYTES = 21  # 20 digits and a newline, rewritten in place
 
 
 def default_node_dir() -> Path:
@@ -72,14 +73,16 @@ class NodeTier(ObjectTier):
             exclusive: bool = False) -> None:
         if not self.accepts(frame.nbytes):
             return
-        path = self._path(name)
-        previous = os.path.getsize(path) if os.path.exists(path) else 0
+        try:
+            previous = os.stat(self._path(name)).st_size
+        except FileNotFoundError:
+            previous = 0
         super().put(name, frame, ttl=ttl, exclusive=exclusive)
-        with self._locked():
-            usage = self._usage() + frame.nbytes - previous
+        with self._locked() as book:
+            usage = book.usage() + frame.nbytes - previous
             if usage > self.max_bytes:
                 usage = self._evict(usage)
-            self._write_usage(usage)
+            book.set_usage(usage)
 
     def delete(self, name: str) -> bool:
         path = self._path(name)
@@ -89,8 +92,8 @@ class NodeTier(ObjectTier):
             return False
         removed = super().delete(name)
         if removed:
-            with self._locked():
-                self._write_usage(max(0, self._usage() - size))
+            with self._locked() as book:
+                book.set_usage(max(0, book.usage() - size))
         return removed
 
     def scan(self, prefix: str = "") -> Iterator[str]:
@@ -100,10 +103,11 @@ class NodeTier(ObjectTier):
 
     @property
     def current_bytes(self) -> int:
-        return self._usage()
+        with self._locked() as book:
+            return book.usage()
 
     def describe(self) -> str:
-        return f"node {self.root} ({self._usage()}/{self.max_bytes} bytes)"
+        return f"node {self.root} ({self.current_bytes}/{self.max_bytes} bytes)"
 
     # -- budget -------------------------------------------------------------------------------
     def _evict(self, usage: int) -> int:
@@ -136,32 +140,32 @@ class NodeTier(ObjectTier):
     def _locked(self) -> _FileLock:
         return _FileLock(os.path.join(self.root, _LOCK))
 
-    def _usage(self) -> int:
-        try:
-            with open(os.path.join(self.root, _USAGE)) as handle:
-                return int(handle.read() or 0)
-        except (FileNotFoundError, ValueError):
-            return 0
-
-    def _write_usage(self, usage: int) -> None:
-        tmp = os.path.join(self.root, f"{_USAGE}{TMP_MARK}{os.getpid()}")
-        with open(tmp, "w") as handle:
-            handle.write(str(usage))
-        os.replace(tmp, os.path.join(self.root, _USAGE))
-
 
 class _FileLock:
-    """flock for the node's bookkeeping (usage counter, eviction) across its processes."""
+    """The node's bookkeeping across its processes: an flock on one small file that also holds
+    the usage counter, read and rewritten in place under the lock (a temporary file and a
+    rename per write cost more than the write itself)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.fd = -1
 
     def __enter__(self) -> _FileLock:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+                          0o600)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *exc: object) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
+
+    def usage(self) -> int:
+        """The bytes the node's frames take, as last counted (0 for a new node)."""
+        try:
+            return max(0, int(os.pread(self.fd, _COUNTER_BYTES, 0).strip() or 0))
+        except ValueError:
+            return 0  # unreadable: the next eviction recounts from the files themselves
+
+    def set_usage(self, usage: int) -> None:
+        os.pwrite(self.fd, b"%020d\n" % max(0, usage), 0)
