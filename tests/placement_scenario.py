@@ -84,6 +84,8 @@ def seed_unevenly(client: Any, store: Any, placed: Sequence[tuple[list[str], Seq
     is, then empty the workers' memory tiers. Returns each entry's nodes."""
     keys: list[str] = []
     for workers, seeds in placed:
+        if not seeds:
+            continue
         with dask.annotate(workers=list(workers), allow_other_workers=False):
             _, plan = dask_cache.compute([delayed(payload)(seed, nbytes) for seed in seeds],
                                          client=client, store=store, return_plan=True)
