@@ -34,6 +34,7 @@ from prometheus_client.core import (
     Metric,
 )
 
+from flowcache.errors import ConfigError
 from flowcache.frames import Header
 from flowcache.listeners import StoreListener
 from flowcache.tiers.base import Tier
@@ -279,14 +280,16 @@ class MetricsHub:
             if source in self._sources:
                 self._sources.remove(source)
 
+    def sources(self) -> list[Any]:
+        with self._lock:
+            return list(self._sources)
+
     def describe(self) -> list[Metric]:
         return []  # names vary with the sources; the hub is the registry's only flowcache one
 
     def collect(self) -> Iterator[Metric]:
         merged: dict[str, Metric] = {}
-        with self._lock:
-            sources = list(self._sources)
-        for source in sources:
+        for source in self.sources():
             try:
                 families = list(source.collect())
             except Exception:  # a scrape must not fail because one source did
@@ -318,10 +321,20 @@ def expose(store: TieredStore, *, name: str = "default", registry: CollectorRegi
            **options: Any) -> StoreMetrics:
     """Count ``store``'s events and publish its metrics in ``registry`` (default: the
     process's, which a Dask worker serves at ``/metrics``). ``name`` labels its samples
-    (a worker's address); ``options`` go to :class:`StoreMetrics`."""
+    (a worker's address) and must be unique in the registry; exposing the same store under
+    the same name again returns the first :class:`StoreMetrics` (two plugins, one store).
+    ``options`` go to :class:`StoreMetrics`."""
+    hub = hub_of(registry if registry is not None else REGISTRY)
+    for source in hub.sources():
+        if isinstance(source, StoreMetrics) and source.name == name:
+            if source.store is store:
+                return source
+            raise ConfigError(f"expose(name={name!r}): {name!r} already names another store "
+                              "in this registry; give each store its own name (a worker's "
+                              "address)")
     metrics = StoreMetrics(store, name=name, **options)
     store.add_listener(metrics)
-    hub_of(registry if registry is not None else REGISTRY).add(metrics)
+    hub.add(metrics)
     return metrics
 
 

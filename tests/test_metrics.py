@@ -157,6 +157,19 @@ def test_stores_sharing_a_registry_write_each_family_once(make_store, tmp_path):
     assert exposed[0] not in list(stores[0].listeners)
 
 
+def test_exposing_a_store_twice_counts_it_once_and_names_stay_unique(make_store, tmp_path):
+    registry = CollectorRegistry()
+    store = make_store(MemoryTier(), ObjectTier(str(tmp_path / "d")))
+    first = expose(store, name="w", registry=registry)
+    assert expose(store, name="w", registry=registry) is first  # two plugins, one worker
+    store.put(KEY, PAYLOAD)
+    got = scrape(registry)  # asserts that no sample appears twice
+    assert value(got, "flowcache_tier_writes_total", store="w", tier="object") == 1
+    other = make_store(MemoryTier(), ObjectTier(str(tmp_path / "e")))
+    with pytest.raises(ConfigError, match="'w' already names another store"):
+        expose(other, name="w", registry=registry)
+
+
 def test_user_labels_are_bounded_and_other_users_are_summed(make_store, tmp_path):
     node = NodeTier(tmp_path / "node")
     users = ["ann", "bob", "cy"]
