@@ -192,7 +192,7 @@ def listening_sockets(pids: set[int], netns: str | None = None) -> list[str]:
     return found
 
 
-@dataclass
+@dataclass(eq=False)  # a host is itself: compared and hashed by identity
 class Host:
     """One "machine": an address, maybe a namespace, a node tier, the processes it runs."""
 
