@@ -22,7 +22,8 @@ from dask_cache.locality_scheduler import (
 from dask_cache.locality_worker import LocalityWorkerPlugin
 from flowcache.errors import ConfigError
 
-__all__ = ["enable_locality", "entry_nodes", "locality_stats", "set_placement"]
+__all__ = ["disable_locality", "enable_locality", "entry_nodes", "locality_stats",
+           "set_placement"]
 
 
 def enable_locality(client: Any, *, max_entries: int = DEFAULT_MAX_ENTRIES,
@@ -42,6 +43,20 @@ def enable_locality(client: Any, *, max_entries: int = DEFAULT_MAX_ENTRIES,
                           "reports, more than 0 and at most 60, e.g. interval=0.25")
     client.register_plugin(LocalitySchedulerPlugin(max_entries, place=place))
     client.register_plugin(LocalityWorkerPlugin(float(interval)))
+
+
+def disable_locality(client: Any) -> None:
+    """Remove both plugins: workers stop reporting, the scheduler forgets what it knew and
+    places tasks as Dask does by itself. Nothing to do if they are not registered."""
+    worker_plugins, scheduler_plugins = client.run_on_scheduler(_registered)
+    if LocalityWorkerPlugin.name in worker_plugins:
+        client.unregister_worker_plugin(LocalityWorkerPlugin.name)
+    if LocalitySchedulerPlugin.name in scheduler_plugins:
+        client.unregister_scheduler_plugin(LocalitySchedulerPlugin.name)
+
+
+def _registered(dask_scheduler: Any) -> tuple[list[str], list[str]]:
+    return list(dask_scheduler.worker_plugins), list(dask_scheduler.plugins)
 
 
 def _set_placement(dask_scheduler: Any, place: bool) -> bool:

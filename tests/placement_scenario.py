@@ -78,10 +78,11 @@ def wait_until(check: Any, timeout: float = 180.0, what: str = "a condition") ->
 
 
 def seed_unevenly(client: Any, store: Any, placed: Sequence[tuple[list[str], Sequence[int]]],
-                  nbytes: int) -> dict[str, list[str]]:
+                  nbytes: int, *, wait: bool = True) -> dict[str, list[str]]:
     """Cache ``payload(seed)`` for each ``(workers, seeds)`` pair on those workers (so each
     entry is in their host's node tier), wait until the scheduler knows where every entry
-    is, then empty the workers' memory tiers. Returns each entry's nodes."""
+    is (unless ``wait`` is false: no locality plugin), then empty the workers' memory tiers.
+    Returns each entry's nodes (empty without waiting)."""
     keys: list[str] = []
     for workers, seeds in placed:
         if not seeds:
@@ -91,7 +92,7 @@ def seed_unevenly(client: Any, store: Any, placed: Sequence[tuple[list[str], Seq
                                          client=client, store=store, return_plan=True)
         keys += [plan.chain[key] for key in plan.outputs]
     where = wait_until(lambda: _all_known(client, keys),
-                       what="the scheduler hearing where the seeded entries are")
+                       what="the scheduler hearing where the seeded entries are") if wait else {}
     client.run(clear_memory)
     return where
 
