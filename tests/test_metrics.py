@@ -186,7 +186,7 @@ def test_user_labels_are_bounded_and_other_users_are_summed(make_store, tmp_path
     assert per_user[OTHER] > 0
     assert sum(per_user.values()) == node.current_bytes
     with pytest.raises(ConfigError, match="user_limit"):
-        expose(store, registry=registry, user_limit=0)
+        expose(store, registry=CollectorRegistry(), user_limit=0)
 
 
 # -- the exporter, scraped by a real Prometheus -----------------------------------------------
