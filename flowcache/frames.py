@@ -169,13 +169,30 @@ def encode(value: Any, *, key: str, identity: Identity, lifetime: Lifetime = KEE
            meta: dict[str, Any] | None = None, serializer: str | None = None,
            now: float | None = None) -> Frame:
     """Serialize ``value`` into a signed frame (raises UnserializableResult)."""
+    return _encode(value, key, identity, lifetime, meta, serializer, now)[1]
+
+
+def encode_entry(value: Any, *, key: str, identity: Identity, lifetime: Lifetime = KEEP,
+                 meta: dict[str, Any] | None = None, serializer: str | None = None,
+                 now: float | None = None) -> Entry:
+    """Serialize ``value`` into a signed frame and give it as the :class:`Entry` a reader
+    decodes from it (its header parsed back from the bytes written), without :func:`decode`'s
+    second pass over a frame that was made right here."""
+    payload, frame = _encode(value, key, identity, lifetime, meta, serializer, now)
+    header, _ = _parse_header(memoryview(frame.parts[0]), key, frame.nbytes)
+    return Entry(header=header, payload=payload if header.size else b"", frame=frame)
+
+
+def _encode(value: Any, key: str, identity: Identity, lifetime: Lifetime,
+            meta: dict[str, Any] | None, serializer: str | None,
+            now: float | None) -> tuple[bytes | memoryview, Frame]:
     chosen = choose_serializer(value, serializer)
     payload = chosen.dumps(value)
     created = time.time() if now is None else now
     header = Header(key=key, owner=identity.user, serializer=chosen.name,
                     size=memoryview(payload).nbytes, created=created,
                     lifetime=lifetime.to_header(created), meta=dict(meta or {}))
-    return encode_payload(header, payload, identity)
+    return payload, encode_payload(header, payload, identity)
 
 
 def encode_payload(header: Header, payload: bytes | memoryview, identity: Identity) -> Frame:

@@ -28,7 +28,7 @@ from flowcache.errors import (
     DurableWriteError,
     ForeignEntry,
 )
-from flowcache.frames import Entry, Frame, Header, decode, encode
+from flowcache.frames import Entry, Frame, Header, decode, encode_entry
 from flowcache.identity import Identity, check_namespace, entry_name, is_entry_name, key_of
 from flowcache.keys.fingerprints import Fingerprinter
 from flowcache.lifetimes import KEEP, Lifetime
@@ -226,12 +226,15 @@ class TieredStore:
         Raises ``UnserializableResult`` before anything is written, and ``DurableWriteError``
         if the durable tier does not confirm the write (no hot tier then holds the key).
         """
-        frame = encode(value, key=key, identity=self.identity, lifetime=lifetime, meta=meta,
-                       serializer=serializer)
-        return self.put_frame(key, frame, overwrite=overwrite)
+        entry = encode_entry(value, key=key, identity=self.identity, lifetime=lifetime,
+                             meta=meta, serializer=serializer)
+        return self._put_entry(key, entry, overwrite)
 
     def put_frame(self, key: str, frame: Frame, *, overwrite: bool = False) -> Entry:
         entry = decode(frame, identity=self.identity, key=key, verify=False)
+        return self._put_entry(key, entry, overwrite)
+
+    def _put_entry(self, key: str, entry: Entry, overwrite: bool) -> Entry:
         name = self.name_for(key)
         ttl = entry.header.ttl_left()
         entry = self._durable_put(key, name, entry, ttl, overwrite)
