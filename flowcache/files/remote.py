@@ -7,7 +7,7 @@ backend is asked for the exact version where it can enforce it:
 * S3: ``GetObject`` with ``VersionId`` (versioned buckets) or ``If-Match: <ETag>``;
 * GCS: ``generation=`` on the media request;
 * local files: ``fstat`` of the open descriptor before and after the read (a replacement by
-  rename is another inode; an in-place rewrite changes ``mtime_ns`` or size);
+  rename is another inode; an in-place rewrite changes ``ctime_ns``, whatever the mtime);
 * other backends: the range read, then a fresh metadata check.
 
 A mismatch raises :class:`RemoteChanged`; the reader reopens the file to see the new version.

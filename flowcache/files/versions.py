@@ -6,7 +6,8 @@ derived from the object's *version*, not its name alone:
 * S3: ETag (an MD5 of the content for single-part uploads), VersionId when versioning is on,
   size and LastModified;
 * GCS: generation, metageneration, CRC32C and MD5, size;
-* local files: inode, ``mtime_ns`` and size; their URL names the host
+* local files: inode, ``mtime_ns``, ``ctime_ns`` and size (the ctime catches an in-place
+  rewrite whose mtime was put back, as ``cp -p`` does); their URL names the host
   (``file://<host>/path``), since a path means different files on different hosts and the
   cache's shared tiers span hosts;
 * any other fsspec backend: whichever of those fields its ``info()`` reports.
@@ -136,7 +137,8 @@ def version_of(fs: fsspec.AbstractFileSystem, path: str, *, weak_ok: bool = Fals
 def local_version(url: str, st: os.stat_result) -> Version:
     if stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(f"{url} is a directory; flowcache:: caches files")
-    return Version(url, st.st_size, (("ino", str(st.st_ino)), ("mtime_ns", str(st.st_mtime_ns))))
+    return Version(url, st.st_size, (("ino", str(st.st_ino)), ("mtime_ns", str(st.st_mtime_ns)),
+                                     ("ctime_ns", str(st.st_ctime_ns))))
 
 
 def version_from_info(url: str, info: Mapping[str, Any], *, weak_ok: bool = False) -> Version:

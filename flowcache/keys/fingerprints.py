@@ -4,7 +4,10 @@ A cached result that depends on a file must miss when the file changes. Reading 
 hash it would cost as much as the work the cache saves, so a file is identified by what its
 storage says about the version it holds:
 
-* local files: absolute path, size and ``mtime_ns`` (directories: the same for every file below);
+* local files: absolute path, size, ``mtime_ns``, ``ctime_ns`` and inode (directories: the same
+  for every file below). The mtime alone is not enough: ``cp -p``, ``rsync -t`` and
+  ``os.utime`` put an old mtime back on new bytes. The ctime cannot be set from user space (any
+  write, chmod or utime moves it), and a replacement by rename is another inode;
 * S3: ETag, VersionId (when versioning is on), size, LastModified;
 * GCS: generation, size, crc32c/md5;
 * any other fsspec backend: whatever of those fields its ``info()`` reports.
@@ -106,7 +109,7 @@ class Fingerprinter:
 
 
 def local_fingerprint(path: Path) -> tuple:
-    """(kind, absolute path, size, mtime_ns), recursively for directories."""
+    """(kind, absolute path, size, mtime_ns, ctime_ns, inode), recursively for directories."""
     path = path.expanduser().absolute()
     try:
         st = path.stat()
@@ -122,9 +125,13 @@ def local_fingerprint(path: Path) -> tuple:
                     fst = full.stat()
                 except FileNotFoundError:
                     continue
-                entries.append((str(full.relative_to(path)), fst.st_size, fst.st_mtime_ns))
+                entries.append((str(full.relative_to(path)), *_stat_fields(fst)))
         return ("dir", str(path), tuple(entries))
-    return ("file", str(path), st.st_size, st.st_mtime_ns)
+    return ("file", str(path), *_stat_fields(st))
+
+
+def _stat_fields(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
 def remote_fingerprint(fs: fsspec.AbstractFileSystem, url: str) -> tuple:
