@@ -16,7 +16,8 @@ from dask import delayed
 
 import dask_cache
 from tests import placement_scenario as scenario
-from tests.hosts import MODE_VARIABLE, Bridge, Hosts, listening_sockets, netns_refusal, sweep_stale
+from tests.hosts import MODE_VARIABLE, Hosts, listening_sockets
+from tests.netns import Bridge, netns_refusal, sweep_stale
 
 REFUSAL = netns_refusal()
 needs_netns = pytest.mark.skipif(REFUSAL is not None,
