@@ -15,19 +15,22 @@ namespace is their name, the first segment of every entry name):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import secrets
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from flowcache.accounts.ledger import Ledger
-from flowcache.errors import ConfigError
+from flowcache.errors import ConfigError, TierUnavailable
 from flowcache.identity import is_entry_name, validate_user
 from flowcache.locks import load_library
 from flowcache.tiers.base import Tier
+from flowcache.tiers.redis_cluster import is_cluster, node_clients
 
 # -- Redis ACLs ----------------------------------------------------------------------------------
 #: what the tiers and locks send: GET/SET/GETRANGE/EXISTS/DEL/PTTL for frames, SADD/SREM/SSCAN
@@ -36,6 +39,10 @@ from flowcache.tiers.base import Tier
 #: answer BUSY to every tenant; FCALL runs only the operator's code.
 TENANT_COMMANDS = ("ping", "select", "get", "set", "getrange", "exists", "del", "pttl",
                    "pexpire", "sadd", "srem", "sscan", "fcall")
+#: what a cluster client needs besides: the slot map (which node serves which keys: no data),
+#: the server's command table (redis-py reads it to find each command's keys) and ASKING,
+#: sent before a command that follows a slot being moved to another node
+CLUSTER_COMMANDS = ("cluster|slots", "cluster|shards", "command", "asking")
 #: the ledger stream is append-only for its tenant: no XDEL, XTRIM or DEL
 LEDGER_COMMANDS = ("xadd", "xrange", "xlen")
 ACL_USER_PREFIX = "flowcache-"
@@ -64,7 +71,7 @@ def tenant_acl_rules(user: str, password_sha256: str, prefix: str = "flowcache:"
     ledger = f"~{_acl_glob(prefix)}ledger:{{{user}}}"
     return ["reset", "on", f"#{password_sha256}", "resetchannels",
             *[f"~{pattern}" for pattern in tenant_key_patterns(user, prefix)],
-            "-@all", *[f"+{command}" for command in TENANT_COMMANDS],
+            "-@all", *[f"+{command}" for command in (*TENANT_COMMANDS, *CLUSTER_COMMANDS)],
             f"({ledger} -@all {' '.join(f'+{c}' for c in LEDGER_COMMANDS)})"]
 
 
@@ -76,26 +83,154 @@ class RedisTenant:
     acl_user: str
     password: str = field(repr=False)
     rules: tuple[str, ...]
-    persisted: bool  # ACL SAVE wrote the server's ACL file
+    persisted: bool  # ACL SAVE wrote the server's ACL file (on every node of a cluster)
+    nodes: tuple[str, ...] = ()  # the nodes that now have the user (host:port)
 
 
 def provision_redis_user(client: Any, user: str, *, prefix: str = "flowcache:",
                          password: str | None = None) -> RedisTenant:
     """Create (or reset) ``user``'s Redis ACL user through an admin connection, and load the
-    function library its leases call (tenants may FCALL it, never EVAL)."""
-    load_library(client)
+    function library its leases call (tenants may FCALL it, never EVAL).
+
+    ACLs are per node: on a cluster the user is set on every node the cluster knows,
+    replicas included (a failover makes a replica the one that answers). A node that does
+    not answer gets nothing: :class:`TierUnavailable` names it, after every other node was
+    provisioned; run :func:`sync_redis_acls` once it is back.
+    """
     password = password or secrets.token_urlsafe(32)
     rules = tenant_acl_rules(user, hashlib.sha256(password.encode()).hexdigest(), prefix)
     acl_user = acl_username(user)
-    client.execute_command("ACL", "SETUSER", acl_user, *rules)
-    return RedisTenant(user, acl_user, password, tuple(rules), _acl_save(client))
+    nodes, saved = _on_every_node(client, lambda node: node.execute_command(
+        "ACL", "SETUSER", acl_user, *rules), load_functions=True)
+    return RedisTenant(user, acl_user, password, tuple(rules), saved, tuple(nodes))
 
 
 def remove_redis_user(client: Any, user: str) -> bool:
-    """Delete ``user``'s ACL user (their keys stay; ``clear_namespace`` removes those)."""
-    removed = bool(client.execute_command("ACL", "DELUSER", acl_username(user)))
-    _acl_save(client)
-    return removed
+    """Delete ``user``'s ACL user on every node (their keys stay; ``clear_namespace`` removes
+    those)."""
+    acl_user = acl_username(user)
+    removed: list[bool] = []
+    _on_every_node(client, lambda node: removed.append(
+        bool(node.execute_command("ACL", "DELUSER", acl_user))))
+    return any(removed)
+
+
+def sync_redis_acls(client: Any) -> dict[str, list[str]]:
+    """Make every node of a cluster agree on flowcache's ACL users; return what changed per
+    node (``{"10.0.0.7:7000": ["+flowcache-alice", ...]}``).
+
+    For a node added to the cluster after its tenants were provisioned (``redis-cli
+    --cluster add-node`` copies functions, not users), or one that was down while users were
+    added or removed. The majority of nodes decides, user by user: a user most nodes have is
+    copied (with their rules and password hash) to the others; one most nodes lack is
+    deleted where it lingers. A tie is a :class:`ConfigError` naming the user: provision it
+    again (``flowcache admin add-user``) or remove it. Only ``flowcache-*`` users are touched.
+    """
+    nodes = node_clients(client)
+    views = {node.name: _flowcache_users(connection) for node, connection in nodes}
+    users = sorted({user for view in views.values() for user in view})
+    wanted: dict[str, str | None] = {}
+    for user in users:
+        votes = Counter(_canonical(view.get(user)) for view in views.values())
+        (best, count), *rest = votes.most_common()
+        if rest and rest[0][1] == count:
+            raise ConfigError(f"Redis nodes disagree about ACL user {user!r} and no version is "
+                              "held by most of them: run `flowcache admin add-user "
+                              f"{user.removeprefix(ACL_USER_PREFIX)}` (new password) or "
+                              "`flowcache admin remove-user` to settle it on every node")
+        wanted[user] = next((view[user] for view in views.values()
+                             if _canonical(view.get(user)) == best), None)
+    changes: dict[str, list[str]] = {}
+    for node, connection in nodes:
+        for user, rules in wanted.items():
+            if _canonical(views[node.name].get(user)) == _canonical(rules):
+                continue
+            if rules is None:
+                connection.execute_command("ACL", "DELUSER", user)
+                changes.setdefault(node.name, []).append(f"-{user}")
+            else:
+                connection.execute_command("ACL", "SETUSER", user, "reset",
+                                           *_acl_tokens(rules))
+                changes.setdefault(node.name, []).append(f"+{user}")
+        if node.name in changes:
+            _acl_save(connection)
+    if is_cluster(client):
+        for _, connection in node_clients(client, primaries_only=True):
+            _load_on_primary(connection)
+    return changes
+
+
+def _on_every_node(client: Any, action: Callable[[Any], Any], *,
+                   load_functions: bool = False) -> tuple[list[str], bool]:
+    """Run ``action`` on each node (one node for a one-server client), then ACL SAVE there;
+    raise :class:`TierUnavailable` naming the nodes that did not answer, after the rest."""
+    import redis
+
+    if load_functions:
+        load_library(client)  # a cluster: redis-py sends FUNCTION LOAD to every primary
+    done, saved, missed = [], True, []
+    for node, connection in node_clients(client):
+        try:
+            action(connection)
+            saved = _acl_save(connection) and saved
+            if load_functions and node.primary and is_cluster(client):
+                _load_on_primary(connection)  # a primary without slots yet, too
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            missed.append(f"{node.name} ({exc})")
+            continue
+        done.append(node.name)
+    if missed:
+        raise TierUnavailable(f"Redis node(s) {', '.join(missed)} did not answer; the other "
+                              f"{len(done)} were updated. When they are back, run `flowcache "
+                              "admin sync-acls` so that every node has the same ACL users")
+    return done, saved
+
+
+def _load_on_primary(connection: Any) -> None:
+    """Load the library on a node the cluster calls a primary; one that has just become a
+    replica (the view was a moment old) gets it by replication instead."""
+    import redis
+
+    with contextlib.suppress(redis.exceptions.ReadOnlyError):
+        load_library(connection)
+
+
+def _flowcache_users(connection: Any) -> dict[str, str]:
+    """``{acl user: its rules as ACL LIST prints them}`` for flowcache's users on one node."""
+    users = {}
+    for raw in connection.execute_command("ACL", "LIST"):
+        line = raw.decode() if isinstance(raw, bytes) else raw
+        _, name, rules = [*line.split(" ", 2), "", ""][:3]
+        if name.startswith(ACL_USER_PREFIX):
+            users[name] = rules
+    return users
+
+
+def _canonical(rules: str | None) -> tuple | None:
+    """Rules as a comparable value: ACL LIST prints a user's commands in an order of its own
+    (it differs from node to node), and flowcache's rules only add commands after ``-@all``,
+    so their order carries no meaning."""
+    if rules is None:
+        return None
+    tokens = _acl_tokens(rules)
+    selectors = sorted(tuple(sorted(_acl_tokens(t[1:-1]))) for t in tokens if t[:1] == "(")
+    return tuple(sorted(t for t in tokens if t[:1] != "(")), tuple(selectors)
+
+
+def _acl_tokens(rules: str) -> list[str]:
+    """``ACL LIST``'s rule text as ``ACL SETUSER`` arguments: a selector ``(...)`` is one."""
+    tokens, depth, current = [], 0, ""
+    for ch in rules:
+        if ch == " " and depth == 0:
+            if current:
+                tokens.append(current)
+            current = ""
+            continue
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        current += ch
+    if current:
+        tokens.append(current)
+    return tokens
 
 
 def _acl_save(client: Any) -> bool:

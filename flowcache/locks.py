@@ -29,6 +29,7 @@ from flowcache.errors import LockTimeout
 log = logging.getLogger("flowcache.locks")
 
 _WAIT_LOG_EVERY = 30.0
+_WARN_EVERY = 60.0
 
 
 class Locks(Protocol):
@@ -129,7 +130,7 @@ class RedisLocks:
         self.prefix = prefix
         self.lease = lease
         self.fallback = fallback
-        self._warned = False
+        self._quiet_until = 0.0
 
     @contextlib.contextmanager
     def hold(self, name: str, timeout: float | None = None) -> Iterator[None]:
@@ -141,14 +142,16 @@ class RedisLocks:
         except Exception as exc:
             if isinstance(exc, LockTimeout) or self.fallback is None:
                 raise
-            if not self._warned:
+            now = time.monotonic()
+            if now >= self._quiet_until:  # one warning a minute: in a cluster whose master
+                # is down, leases on the other masters still work, so outage and recovery
+                # alternate from one call to the next
                 log.warning("Redis locks unavailable (%s: %s); using host-local locks",
                             type(exc).__name__, exc)
-                self._warned = True
+                self._quiet_until = now + _WARN_EVERY
             with self.fallback.hold(name, timeout):
                 yield
             return
-        self._warned = False
         stop = threading.Event()
         renewer = threading.Thread(target=self._renew, args=(key, token, lease_ms, stop),
                                    name=f"flowcache-lease-{name[-12:]}", daemon=True)

@@ -20,17 +20,18 @@ operator tools) use it; reads and writes never need it.
 from __future__ import annotations
 
 import contextlib
-import secrets
 import struct
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
-from flowcache.errors import ConfigError, TierRefused, TierUnavailable
+from flowcache.errors import TierRefused, TierUnavailable
 from flowcache.frames import MAGIC, Frame
 from flowcache.tiers.base import BaseTier
+from flowcache.tiers.redis_cluster import is_cluster, node_clients
+from flowcache.tiers.redis_urls import check_redis_url, connect
+from flowcache.tiers.redis_watch import KeyspaceWatcher, entry_name
+
+__all__ = ["KeyspaceWatcher", "RedisTier", "check_redis_url", "entry_name"]
 
 _MANIFEST = b"FCRP"
 _PART_COUNT = struct.Struct("<I")
@@ -38,10 +39,13 @@ _PART_SIZE = struct.Struct("<Q")
 
 
 def _redis_errors() -> tuple[type[BaseException], ...]:
+    """An outage: no answer, or (a cluster) no node serving the slot right now, as while a
+    failed master's replica is being promoted."""
     import redis
 
     return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError,
-            TimeoutError)
+            TimeoutError, redis.exceptions.ClusterDownError,
+            redis.exceptions.RedisClusterException)
 
 
 def _refusals() -> tuple[type[BaseException], ...]:
@@ -82,36 +86,26 @@ class RedisTier(BaseTier):
     def from_url(cls, url: str, *, storage_options: Mapping[str, Mapping[str, Any]]
                  | None = None, **options: Any) -> RedisTier:
         """``redis://[user:pass@]host:port/db``, ``rediss://...``, ``unix:///path.sock`` or
-        ``redis+cluster://host:port``.
+        ``redis+cluster://[user:pass@]host:port,host:port`` (seed nodes of a cluster).
 
         Every call is bounded: connecting by ``socket_connect_timeout`` (default 1 s), each
         reply by ``socket_timeout`` (default 5 s; one quick retry re-opens a connection a
         restart closed), and waiting for one of the pool's ``max_connections`` (default 64:
         a thread pool of any size shares them) by ``pool_timeout`` (default 5 s).
         """
-        import redis
         from redis.backoff import ExponentialBackoff
         from redis.retry import Retry
 
         cls.check_url(url.partition("?")[0])
-        client_options = {
-            "socket_connect_timeout": options.pop("socket_connect_timeout", 1.0),
-            "socket_timeout": options.pop("socket_timeout", 5.0),
-            # one quick retry re-opens a pooled connection that a server restart closed;
-            # longer outages are the store's business (it backs off and uses the durable tier)
-            "retry": Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
-        }
-        max_connections = options.pop("max_connections", 64)
-        pool_timeout = options.pop("pool_timeout", 5.0)
-        if url.startswith("redis+cluster://"):
-            from redis.cluster import RedisCluster
-
-            client = RedisCluster.from_url("redis://" + url[len("redis+cluster://"):],
-                                           max_connections=max_connections, **client_options)
-        else:
-            pool = redis.BlockingConnectionPool.from_url(
-                url, max_connections=max_connections, timeout=pool_timeout, **client_options)
-            client = redis.Redis(connection_pool=pool)
+        client = connect(
+            url, max_connections=options.pop("max_connections", 64),
+            pool_timeout=options.pop("pool_timeout", 5.0),
+            socket_connect_timeout=options.pop("socket_connect_timeout", 1.0),
+            socket_timeout=options.pop("socket_timeout", 5.0),
+            # one quick retry re-opens a pooled connection that a server restart closed (or,
+            # in a cluster, follows a failover the client has just learned of); longer
+            # outages are the store's business (it backs off and uses the durable tier)
+            retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1))
         return cls(client, **options)
 
     @classmethod
@@ -189,9 +183,10 @@ class RedisTier(BaseTier):
             if not self.index:
                 return bool(self.client.delete(*keys))
             pipe = self.client.pipeline(transaction=False)
-            pipe.delete(*keys)
+            for key in keys:  # one DEL each: a cluster's pipeline refuses a multi-key DEL
+                pipe.delete(key)
             pipe.srem(self.index_key(name), name)
-            return bool(pipe.execute()[0])
+            return any(pipe.execute()[:len(keys)])
 
     def scan(self, prefix: str = "") -> Iterator[str]:
         if self.index:
@@ -309,20 +304,28 @@ class RedisTier(BaseTier):
         can then connect as it and bypass the tenants' ACLs."""
         with self._translate():
             self.client.ping()
-        try:
-            flags = _acl_flags(self.client.execute_command("ACL", "GETUSER", "default"))
+        try:  # ACLs are per node: in a cluster, every node's default user counts
+            open_nodes = []
+            for node, client in node_clients(self.client):
+                flags = _acl_flags(client.execute_command("ACL", "GETUSER", "default"))
+                if "on" in flags and "nopass" in flags:
+                    open_nodes.append(node.name)
         except Exception as exc:  # a tenant may not run ACL: say what was not checked
             return [f"could not check Redis's default user ({type(exc).__name__}: {exc})"]
-        if "on" in flags and "nopass" in flags:
-            return ["Redis's 'default' user is enabled without a password: any client can "
-                    "connect as it and read or delete every tenant's entries; give it a "
-                    "password or turn it off (ACL SETUSER default off)"]
+        if open_nodes:
+            where = f" (on {', '.join(open_nodes)})" if is_cluster(self.client) else ""
+            return [f"Redis's 'default' user is enabled without a password{where}: any "
+                    "client can connect as it and read or delete every tenant's entries; "
+                    "give it a password or turn it off (ACL SETUSER default off)"]
         return []
 
     def close(self) -> None:
         self.client.close()
 
     def describe(self) -> str:
+        if is_cluster(self.client):
+            seeds = ",".join(node.name for node in self.client.nodes_manager.startup_nodes.values())
+            return f"redis cluster {seeds or '?'} prefix={self.prefix!r}"
         kwargs = getattr(getattr(self.client, "connection_pool", None), "connection_kwargs", {})
         where = f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
         return f"redis {where} prefix={self.prefix!r}"
@@ -382,142 +385,6 @@ class RedisTier(BaseTier):
         finally:
             with contextlib.suppress(Exception):
                 connection.disconnect()
-
-
-def check_redis_url(url: str) -> str:
-    """``url`` if redis-py can use it as written; a :class:`ConfigError` naming the part that
-    is wrong (a port that is not a number, a database that is not one) otherwise."""
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    example = "redis://127.0.0.1:6379/0"
-    if scheme not in ("redis", "rediss", "unix", "redis+cluster"):
-        raise ConfigError(f"{url!r} is not a Redis URL: write e.g. {example}")
-    parts = urlsplit(url)
-    if scheme == "unix":
-        if not parts.path:
-            raise ConfigError(f"{url!r} names no socket: write unix:///path/to/redis.sock")
-        return url
-    if not parts.hostname:
-        raise ConfigError(f"{url!r} names no host: write e.g. {example}")
-    try:
-        parts.port  # noqa: B018  (raises ValueError for a port that is not a number)
-    except ValueError:
-        raise ConfigError(f"{url!r} has a port that is not a number: write e.g. "
-                          f"{example}") from None
-    db = parts.path.strip("/")
-    if db and not (db.isdigit() and scheme != "redis+cluster"):
-        raise ConfigError(f"{url!r}: the database {db!r} is not a number (a cluster has "
-                          f"only database 0): write e.g. {example}")
-    return url
-
-
-class KeyspaceWatcher:
-    """Reports the entries Redis drops on its own: evictions under ``maxmemory``, expiries.
-
-    Redis evicts silently; its keyspace notifications (``__keyevent@<db>__:evicted`` and
-    ``...:expired``) are the only trace. This subscribes to both with an operator's connection
-    (tenants may not subscribe: the channels carry every tenant's key names) and calls
-    ``on_dropped(name, reason)`` for each entry or part key under ``prefix``. The server needs
-    ``notify-keyspace-events`` with ``E``, ``e`` and ``x`` (:meth:`configure`). Pub/sub is
-    fire-and-forget: what Redis drops while nobody listens is not reported here.
-    """
-
-    def __init__(self, client: Any, on_dropped: Callable[[str, str], None], *,
-                 prefix: str = "flowcache:", db: int | None = None) -> None:
-        self.client = client
-        self.on_dropped = on_dropped
-        self.prefix = prefix
-        if db is None:
-            kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
-            db = int(kwargs.get("db", 0) or 0)
-        self.channels = {f"__keyevent@{db}__:evicted": "evicted",
-                         f"__keyevent@{db}__:expired": "expired"}
-        self.control = f"{prefix}watch:{secrets.token_hex(8)}"
-        self.reported = 0
-        self._seen: str | None = None
-        self._pubsub: Any = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def configure(self) -> str:
-        """Add ``E``, ``e`` and ``x`` to the server's ``notify-keyspace-events``."""
-        current = self.client.config_get("notify-keyspace-events").get(
-            "notify-keyspace-events", "")
-        flags = set(_text(current)) | set("Eex")
-        if "A" in flags:
-            flags -= set("g$lshzxetdm")  # 'A' stands for all of these
-        wanted = "".join(sorted(flags))
-        self.client.config_set("notify-keyspace-events", wanted)
-        return wanted
-
-    def start(self) -> KeyspaceWatcher:
-        """Subscribe: what Redis drops from now on is reported by :meth:`poll`/:meth:`run`."""
-        self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        self._pubsub.subscribe(*self.channels, self.control)
-        return self
-
-    def poll(self, timeout: float = 1.0) -> bool:
-        """Handle at most one message; False if none came within ``timeout`` seconds."""
-        message = self._pubsub.get_message(timeout=timeout)
-        if message is None:
-            return False
-        channel, data = _text(message.get("channel")), _text(message.get("data"))
-        if channel == self.control:
-            self._seen = data
-            return True
-        reason = self.channels.get(channel)
-        name = entry_name(data, self.prefix)
-        if reason is not None and name is not None:
-            self.on_dropped(name, reason)
-            self.reported += 1
-        return True
-
-    def sync(self, timeout: float = 30.0) -> None:
-        """Report everything Redis dropped before now.
-
-        Publishes a token on a control channel and reads until it comes back: Redis delivers
-        a connection's messages in order, so every earlier notification has been handled.
-        """
-        token = secrets.token_hex(8)
-        self.client.publish(self.control, token)
-        deadline = time.monotonic() + timeout
-        while self._seen != token:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no control message back from Redis within {timeout}s")
-            self.poll(timeout=1.0)
-
-    def run(self) -> None:
-        """Report until :meth:`stop` (``flowcache ledger watch``)."""
-        if self._pubsub is None:
-            self.start()
-        while not self._stop.is_set():
-            self.poll(timeout=0.5)
-
-    def run_in_thread(self) -> KeyspaceWatcher:
-        if self._pubsub is None:
-            self.start()
-        self._thread = threading.Thread(target=self.run, name="flowcache-keyspace-watcher",
-                                        daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        if self._pubsub is not None:
-            self._pubsub.close()
-            self._pubsub = None
-
-
-def entry_name(key: str, prefix: str = "flowcache:") -> str | None:
-    """``flowcache:{alice/ab/k}`` or its part ``...}:3`` -> ``alice/ab/k``; other keys: None."""
-    if not key.startswith(prefix + "{"):
-        return None
-    body = key[len(prefix) + 1:]
-    end = body.rfind("}")
-    if end <= 0 or (end != len(body) - 1 and not body[end + 1:].startswith(":")):
-        return None
-    return body[:end]
 
 
 def _pool_exhausted(exc: BaseException) -> bool:

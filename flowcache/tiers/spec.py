@@ -35,14 +35,17 @@ from flowcache.units import parse_duration, parse_size
 
 _SPLIT = re.compile(r"\+(?=[A-Za-z][A-Za-z0-9.-]*(?:://|\?|\+|$)|[/~.])")
 _CLUSTER = "redis+cluster://"
+_CLUSTER_STAND_IN = "redis-cluster.flowcache-spec://"
 EXAMPLE = "FLOWCACHE_STORE='memory+redis://127.0.0.1:6379/0+s3://bucket/prefix'"
 
 
 def split_store_spec(spec: str, setting: str = "FLOWCACHE_STORE") -> list[str]:
     """The tier URLs of a spec, fastest first."""
-    protected = spec.strip().replace(_CLUSTER, "\0")  # the one scheme with a '+' in it
-    parts = [part.strip().replace("\0", _CLUSTER) for part in _SPLIT.split(protected)
-             if part.strip()]
+    # the one scheme with a '+' in it, hidden behind a scheme-shaped stand-in while splitting
+    # (so that the '+' before it still starts a new tier: memory+redis+cluster://...)
+    protected = spec.strip().replace(_CLUSTER, _CLUSTER_STAND_IN)
+    parts = [part.strip().replace(_CLUSTER_STAND_IN, _CLUSTER)
+             for part in _SPLIT.split(protected) if part.strip()]
     if not parts:
         raise ConfigError(f"{setting} is empty; give a chain of tiers, e.g. {EXAMPLE}")
     return parts
