@@ -140,6 +140,20 @@ class FlowcacheFileSystem(ChainedFileSystem):
                 return recorded
         return self.check(path, seen.version if seen is not None else None)
 
+    def known_version(self, path: str) -> Version | None:
+        """The version this policy would read without asking the remote, or None (then only
+        a metadata request can tell)."""
+        url = self.url(path)
+        seen = book_for(self.store).get(url)
+        if seen is not None and not self.consistency.due(seen.checked_at, self.clock()):
+            return seen.version
+        if self.consistency.trusts_records:
+            recorded = read_record(self.store, url)
+            if recorded is not None:
+                book_for(self.store).put(recorded, self.clock())
+            return recorded
+        return None
+
     def check(self, path: str, previous: Version | None = None) -> Version:
         """Fetch the version of ``path`` now, whatever the policy, and reconcile the cache."""
         path = self._strip_protocol(path)
@@ -191,11 +205,14 @@ class FlowcacheFileSystem(ChainedFileSystem):
                                       "(autocommit=False) are not supported")
         if mode == "rb":
             return CachedFile(self, path, self.reader(path))
-        if mode == "wb":
+        if mode in ("wb", "xb"):
+            exclusive = mode == "xb"
+            if exclusive and self.fs.exists(path):  # fail at open, as open(..., "x") does
+                raise FileExistsError(errno.EEXIST, "file exists", self.url(path))
             return ConfirmedWriteFile(self.fs, path, Spool(self.spool_bytes, self.spool_dir),
-                                      self._cache_written)
-        raise ValueError(f"flowcache:: opens files to read ('rb') or to write whole ('wb'), "
-                         f"not {mode!r}")
+                                      self._cache_written, exclusive=exclusive)
+        raise ValueError(f"flowcache:: opens files to read ('rb') or to write whole ('wb', or "
+                         f"'xb' to create only), not {mode!r}")
 
     def cat_file(self, path: str, start: int | None = None, end: int | None = None,
                  **kwargs: Any) -> bytes:
@@ -231,7 +248,26 @@ class FlowcacheFileSystem(ChainedFileSystem):
 
     # -- the target's own operations ----------------------------------------------------------
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
-        return self.fs.info(self._strip_protocol(path), **kwargs)
+        """The target's ``info``, except for a file whose version the consistency policy lets
+        us trust without a request (``"never"``, or an interval not yet over): then it is
+        answered from that version, so readers that ask first (pyarrow: size and type) work
+        with the bucket out of reach. ``refresh=True`` always asks the target."""
+        path = self._strip_protocol(path)
+        if not kwargs.get("refresh"):
+            known = self.known_version(path)
+            if known is not None:
+                return {**dict(known.fields), "name": path, "size": known.size,
+                        "type": "file"}
+        return self.fs.info(path, **kwargs)
+
+    def exists(self, path: str, **kwargs: Any) -> bool:
+        """True for a file the policy knows without a request; else the target's own test
+        (s3fs answers from a listing it holds, where ``info`` would send a HEAD)."""
+        path = self._strip_protocol(path)
+        return self.known_version(path) is not None or self.fs.exists(path, **kwargs)
+
+    def isdir(self, path: str) -> bool:
+        return self.fs.isdir(self._strip_protocol(path))
 
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> Any:
         return self.fs.ls(self._strip_protocol(path), detail=detail, **kwargs)
@@ -244,6 +280,17 @@ class FlowcacheFileSystem(ChainedFileSystem):
 
     def rmdir(self, path: str) -> None:
         self.fs.rmdir(self._strip_protocol(path))
+
+    def rm(self, path: str | list[str], recursive: bool = False,
+           maxdepth: int | None = None) -> None:
+        """The target's own ``rm`` (which knows its directories), then the cached copies of
+        everything it removed are dropped."""
+        paths = [self._strip_protocol(p) for p in (path if isinstance(path, list) else [path])]
+        removed = self.fs.expand_path(paths, recursive=recursive, maxdepth=maxdepth)
+        self.fs.rm(paths if isinstance(path, list) else paths[0], recursive=recursive,
+                   maxdepth=maxdepth)
+        for gone in removed:
+            self.drop(gone)
 
     def rm_file(self, path: str) -> None:
         path = self._strip_protocol(path)

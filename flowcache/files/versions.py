@@ -43,6 +43,10 @@ VERSION_HEX = 16
 RECORD_SUFFIX = "0" * (64 - URL_HEX)  # the per-URL record: see flowcache.files.records
 _PROTOCOL_ALIASES = {"s3a": "s3", "gcs": "gs", "local": "file"}
 _SKIPPED_FIELDS = frozenset({"size", "type"})
+# Backends whose info(refresh=True) asks the server and leaves their listing cache alone: a
+# version check there must not drop the listings (s3fs drops the parents' too, and a dask read
+# would list the directory again and HEAD every file on each later info()).
+_REFRESH_SKIPS_LISTINGS = frozenset({"s3"})
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,8 @@ def version_of(fs: fsspec.AbstractFileSystem, path: str, *, weak_ok: bool = Fals
     url = canonical_url(fs, path)
     if is_local(fs):
         return local_version(url, os.stat(local_path(url)))
-    fs.invalidate_cache(path)
+    if protocol_of(fs) not in _REFRESH_SKIPS_LISTINGS:
+        fs.invalidate_cache(path)  # some backends (gcsfs) answer info() from a listing anyway
     try:
         info = fs.info(path, refresh=True)
     except TypeError:  # a backend whose info() takes no refresh argument

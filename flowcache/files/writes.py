@@ -17,6 +17,7 @@ without closing it, discards it.
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
@@ -107,8 +108,10 @@ class ConfirmedWriteFile(io.RawIOBase):
     it (see :func:`cache_written`)."""
 
     def __init__(self, target: fsspec.AbstractFileSystem, path: str, spool: Spool,
-                 on_confirmed: Callable[[Version, Spool], None]) -> None:
+                 on_confirmed: Callable[[Version, Spool], None], *,
+                 exclusive: bool = False) -> None:
         super().__init__()
+        self.exclusive = exclusive  # "xb": FileExistsError if the file appeared meanwhile
         self.target = target
         self.path = path
         self.url = canonical_url(target, path)
@@ -132,7 +135,7 @@ class ConfirmedWriteFile(io.RawIOBase):
         if self.closed:
             return
         try:
-            self.version = upload(self.target, self.path, self.spool)
+            self.version = upload(self.target, self.path, self.spool, exclusive=self.exclusive)
             self.on_confirmed(self.version, self.spool)
         finally:
             self.spool.close()
@@ -159,15 +162,25 @@ class ConfirmedWriteFile(io.RawIOBase):
         return f"<ConfirmedWriteFile {self.url} ({self.spool.size} bytes)>"
 
 
-def upload(fs: fsspec.AbstractFileSystem, path: str, spool: Spool) -> Version:
-    """Send ``spool`` to ``path`` and confirm it; returns the version the target now holds."""
+def upload(fs: fsspec.AbstractFileSystem, path: str, spool: Spool, *,
+           exclusive: bool = False) -> Version:
+    """Send ``spool`` to ``path`` and confirm it; returns the version the target now holds.
+
+    ``exclusive``: create only, ``FileExistsError`` if ``path`` exists (S3's If-None-Match,
+    a hard link locally; other backends can only check first, so there a race stays open).
+    """
     url = canonical_url(fs, path)
     try:
         if is_local(fs):
-            return _write_local(url, spool)
+            return _write_local(url, spool, exclusive=exclusive)
         kwargs: dict[str, Any] = {}
         if protocol_of(fs) == "s3" and spool.size <= S3_SINGLE_PUT_MAX:
             kwargs["chunksize"] = max(spool.size + 1, 50 << 20)  # one PUT: its ETag is an MD5
+        if exclusive:
+            if protocol_of(fs) == "s3":
+                kwargs["mode"] = "create"
+            elif fs.exists(path):
+                raise FileExistsError(errno.EEXIST, "file exists", url)
         if spool.path is None:
             fs.pipe_file(path, spool.getvalue(), **kwargs)
         else:
@@ -180,7 +193,7 @@ def upload(fs: fsspec.AbstractFileSystem, path: str, spool: Spool) -> Version:
                                     ) from None
         confirm(fs, path, url, info, spool)
         return version_from_info(url, info, weak_ok=True)
-    except DurableWriteError:
+    except (DurableWriteError, FileExistsError):
         raise
     except Exception as exc:
         raise DurableWriteError(url, f"{type(exc).__name__}: {exc}") from exc
@@ -206,7 +219,7 @@ def confirm(fs: fsspec.AbstractFileSystem, path: str, url: str, info: dict[str, 
             raise DurableWriteError(url, f"read-back of bytes {start}-{end} differs")
 
 
-def _write_local(url: str, spool: Spool) -> Version:
+def _write_local(url: str, spool: Spool, *, exclusive: bool = False) -> Version:
     path = local_path(url)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.flowcache-tmp-{uuid.uuid4().hex}"
@@ -216,7 +229,13 @@ def _write_local(url: str, spool: Spool) -> Version:
                 handle.write(chunk)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            try:
+                os.link(tmp, path)  # fails if path exists, atomically
+            except FileExistsError:
+                raise FileExistsError(errno.EEXIST, "file exists", url) from None
+        else:
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
