@@ -5,13 +5,16 @@ mid-run and a slot resharded while it is read."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 
 import pytest
 import redis
+from typer.testing import CliRunner
 
 from flowcache.admin import provision_redis_user, sync_redis_acls
+from flowcache.cli import app
 from flowcache.errors import ConfigError
 from flowcache.frames import Frame
 from flowcache.locks import FileLocks, RedisLocks
@@ -169,7 +172,10 @@ def test_a_node_added_later_gets_the_tenants_and_serves_them(tenant_redis, make_
     with pytest.raises(redis.exceptions.AuthenticationError), as_tenant(new, alice) as client:
         client.ping()
 
-    changes = sync_redis_acls(admin)
+    synced = CliRunner().invoke(app, ["admin", "sync-acls", "--redis-url", cluster.url, "--json"],
+                                env={"FLOWCACHE_STORE": f"memory+{tmp_path / 'd'}"})
+    assert synced.exit_code == 0, synced.output
+    changes = json.loads(synced.output)["changes"]
     assert "+flowcache-alice" in changes[new.address]
     assert set(changes) == {new.address}  # the other nodes already agreed
     assert sync_redis_acls(admin) == {}

@@ -22,16 +22,16 @@ Json = Annotated[bool, typer.Option("--json", help="print JSON instead of text")
 
 
 def _admin_redis(config: StoreConfig, url: str | None) -> tuple[Any, str] | None:
-    import redis
+    from flowcache.tiers.redis_urls import connect  # one server or a cluster's seed nodes
 
     spec = next((spec for spec in map(TierSpec.parse, config.tiers) if spec.kind == "redis"),
                 None)
     prefix = str(spec.options.get("prefix", "flowcache:")) if spec else "flowcache:"
     if url:
-        return redis.Redis.from_url(url), prefix
+        return connect(url), prefix
     if spec is None:
         return None
-    return redis.Redis.from_url(spec.url), prefix
+    return connect(spec.url), prefix
 
 
 @admin_app.command("add-user")
@@ -97,6 +97,23 @@ def admin_remove_user(user: Annotated[str, typer.Argument()], redis_url: RedisUr
         output.emit_json({"acl_user": admin.acl_username(user), "removed": removed})
         return
     output.note(f"{admin.acl_username(user)}: {'removed' if removed else 'did not exist'}")
+
+
+@admin_app.command("sync-acls")
+def admin_sync_acls(redis_url: RedisUrl = None, as_json: Json = False) -> None:
+    """Give every node of a Redis Cluster the same flowcache ACL users (after adding a node,
+    or when one was down while users were added or removed): most nodes decide."""
+    connection = _admin_redis(StoreConfig.from_env(), redis_url)
+    if connection is None:
+        output.fail("no redis tier configured and no --redis-url", output.USAGE)
+    changes = admin.sync_redis_acls(connection[0])
+    if as_json:
+        output.emit_json({"changes": changes})
+        return
+    for node, users in sorted(changes.items()):
+        output.note(f"{node}: {' '.join(users)}")
+    if not changes:
+        output.note("every node already has the same flowcache ACL users")
 
 
 @admin_app.command("bucket-policy")
