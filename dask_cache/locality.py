@@ -8,7 +8,7 @@
 
 Opt-in, because it changes where Dask runs tasks: a load of an entry that one host's node tier
 holds is restricted (loosely) to that host's workers. The scheduler plugin is registered before
-the worker plugin, so the first reports find it. See docs/scaling-hosts.md.
+the worker plugin, so the first reports find it. See docs/scaling.md ("Many hosts").
 """
 
 from __future__ import annotations
