@@ -7,7 +7,10 @@ has one key per section.
   1 KiB entries through :class:`RedisTier` and store hits through a :class:`TieredStore`
   (Redis over a local durable tier), by ``--threads`` threads at once. Figures: operations per
   second (median of ``--repeats``), and cluster / single ratios.
-* ``placement``: reserved for the many-hosts placement figures (added separately).
+* ``placement``: cache-aware placement on the several-host harness (``bench/placement.py``'s
+  ``measure_placement``: network namespaces as root, loopback addresses otherwise): the share of
+  cached-input bytes read from the local node tier, bytes read across hosts and wall times, with
+  and without ``dask_cache.locality``, on an unevenly cached graph and on one with nothing cached.
 
 What a 2-core machine limits: the client threads, the Python client's own work (redis-py
 parses every reply in Python, under the GIL) and all the servers share two cores, so three
@@ -102,8 +105,15 @@ def redis_section(args: Any) -> dict[str, Any]:
                       "cores": os.cpu_count()}}
 
 
-#: one entry per question; the placement figures (many hosts) are added here as "placement"
-SECTIONS: dict[str, Callable[[Any], dict[str, Any]]] = {"redis": redis_section}
+def placement_section(args: Any) -> dict[str, Any]:
+    from placement import measure_placement  # bench/placement.py, beside this file
+
+    return measure_placement(repeats=args.repeats)
+
+
+#: one entry per question
+SECTIONS: dict[str, Callable[[Any], dict[str, Any]]] = {"redis": redis_section,
+                                                        "placement": placement_section}
 
 
 def main() -> None:
