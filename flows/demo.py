@@ -69,7 +69,8 @@ def _run(title: str, example, samples: list[Path]) -> None:
         rows, description = stats
         total = rows[-1]
         print(f"  cache: {total['hits']} hits, {total['misses']} misses, "
-              f"{total['seconds saved']:.1f} s of work saved by hits")
+              f"{total['task time saved (summed)']} of task time skipped by hits (summed "
+              "over tasks)")
         print(f"  {description.split(': ', 1)[-1]}")
 
 
@@ -87,7 +88,7 @@ def _stats_artifact(flow_run_id) -> tuple[list[dict], str] | None:
     for _ in range(50):  # the API stores artifacts asynchronously
         with get_client(sync_client=True) as client:
             found = client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["flowcache-stats"])),
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="flowcache-stats-")),
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
         if found:
             data = found[0].data

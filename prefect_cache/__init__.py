@@ -1,5 +1,8 @@
 """Prefect glue for flowcache: task options (``cache``, ``carbon``, ``files``), the carbon-aware
-task runner, result storage, cache policy and flow hooks."""
+task runner, result storage, cache policy and flow hooks.
+
+Importing it sends flowcache's warnings raised inside a Prefect run to that run's logs (see
+:mod:`prefect_cache.run_logs`)."""
 
 from prefect_cache.carbon_option import carbon
 from prefect_cache.carbon_runner import CarbonAwareTaskRunner
@@ -7,7 +10,10 @@ from prefect_cache.files import files
 from prefect_cache.hooks import cache_hooks, purge_intermediates, report_cache_stats
 from prefect_cache.options import cache
 from prefect_cache.policy import CONTENT, ContentKey
+from prefect_cache.run_logs import install as _install_run_logs
 from prefect_cache.storage import FlowcacheStorage
+
+_install_run_logs()
 
 __all__ = ["CONTENT", "CarbonAwareTaskRunner", "ContentKey", "FlowcacheStorage", "cache",
            "cache_hooks", "carbon", "files", "purge_intermediates", "report_cache_stats"]

@@ -15,7 +15,6 @@ purges what such runs left.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from flowcache.accounts.billing import RunUsage, run_usage
@@ -23,30 +22,32 @@ from flowcache.accounts.ledger import ledger_of
 from flowcache.accounts.runstats import RUN_STATS, RunStats
 from flowcache.config import default_store
 from flowcache.purge import PurgeReport, stores_with_runs, tracker_for
-from flowcache.units import format_size
-
-log = logging.getLogger("prefect_cache")
+from prefect_cache.reports import STATS_KEY, FlowEndReport, artifact_key, publish_table
+from prefect_cache.run_logs import flow_run_log
 
 
 def purge_intermediates(flow: Any, flow_run: Any, state: Any) -> None:
     """Flow hook: purge the run's flow-scoped entries and report the run's cache statistics."""
+    logger = flow_run_log(flow_run, flow)
     run_id = str(flow_run.id)
     report = PurgeReport()
-    for store in _stores():
+    for store in _stores(logger):
         try:
             report.add(tracker_for(store).purge(run_id))
         except Exception as exc:  # the durable tier is down: gc will finish the job
-            log.error("could not purge the intermediates of run %s from %s: %s", run_id,
-                      store.describe(), exc)
+            logger.error("flowcache could not purge the intermediates of this run from %s "
+                         "(%s); `flowcache gc` will", store.describe(), exc)
+    counted = RUN_STATS.peek(run_id) is not None
     stats = RUN_STATS.pop(run_id)
-    _report(flow_run, state, stats, report, _usage(run_id, _started(flow_run, stats)))
+    _report(flow, flow_run, state, stats, report, logger, counted)
 
 
 def report_cache_stats(flow: Any, flow_run: Any, state: Any) -> None:
     """Flow hook: only report the run's statistics (for flows without flow-scoped entries)."""
-    run_id = str(flow_run.id)
-    stats = RUN_STATS.pop(run_id)
-    _report(flow_run, state, stats, None, _usage(run_id, _started(flow_run, stats)))
+    logger = flow_run_log(flow_run, flow)
+    counted = RUN_STATS.peek(str(flow_run.id)) is not None
+    stats = RUN_STATS.pop(str(flow_run.id))
+    _report(flow, flow_run, state, stats, None, logger, counted)
 
 
 def _started(flow_run: Any, stats: RunStats) -> float:
@@ -58,11 +59,11 @@ def _started(flow_run: Any, stats: RunStats) -> float:
     return min(began, stats.started) - 3600.0
 
 
-def _usage(run_id: str, since: float | None = None) -> RunUsage | None:
+def _usage(run_id: str, since: float, logger: Any) -> RunUsage | None:
     """What the run's entries cost so far, from the ledgers of the stores it used."""
     total: RunUsage | None = None
     seen: set[tuple[int, str]] = set()
-    for store in _stores():
+    for store in _stores(logger):
         ledger = ledger_of(store)
         if ledger is None or (id(ledger), store.identity.user) in seen:
             continue
@@ -72,7 +73,8 @@ def _usage(run_id: str, since: float | None = None) -> RunUsage | None:
                               until=ledger.clock(),
                               durable=store.durable.name)
         except Exception as exc:  # the ledger's backend is down: report without it
-            log.warning("could not read the flowcache ledger (%s): %s", store.describe(), exc)
+            logger.warning("could not read the flowcache ledger (%s): %s", store.describe(),
+                           exc)
             continue
         if total is None:
             total = usage
@@ -88,72 +90,30 @@ def cache_hooks() -> dict[str, list[Any]]:
             "on_cancellation": list(hooks), "on_crashed": list(hooks)}
 
 
-def _stores() -> list[Any]:
+def _stores(logger: Any) -> list[Any]:
     stores = stores_with_runs()
     try:
         default = default_store()
     except Exception as exc:
-        log.warning("no default flowcache store (%s); purging the stores used in this process",
-                    exc)
+        logger.warning("no default flowcache store (%s); purging the stores used in this "
+                       "process", exc)
         return stores
     return stores if any(s is default for s in stores) else [*stores, default]
 
 
-def _report(flow_run: Any, state: Any, stats: RunStats, purged: PurgeReport | None,
-            usage: RunUsage | None = None) -> None:
-    from prefect.logging import get_run_logger
-
+def _report(flow: Any, flow_run: Any, state: Any, stats: RunStats, purged: PurgeReport | None,
+            logger: Any, counted: bool) -> None:
+    """``counted``: whether this process saw the run's cached calls. A runner cancelling a
+    run calls the hooks in its own process, after the run's process ended: the counts died
+    with it, and the report says so instead of printing zeros."""
+    usage = _usage(str(flow_run.id), _started(flow_run, stats), logger)
+    report = FlowEndReport(stats, purged, usage, counted=counted)
+    logger.info(report.line())
+    key = artifact_key(STATS_KEY, getattr(flow, "name", None) or getattr(flow_run, "flow_name",
+                                                                         None))
     try:
-        logger = get_run_logger()
-    except Exception:
-        logger = log
-    line = stats.summary()
-    if purged is not None:
-        line += f"; purged {purged.entries} intermediates ({format_size(purged.bytes)})"
-    if usage is not None:
-        line += (f"; {usage.byte_hours:.6g} byte-hours so far, "
-                 f"{format_size(usage.bytes_added)} added to the cache")
-    logger.info(line)
-    rows = [{"task": task, "hits": int(row["hits"]), "misses": int(row["misses"]),
-             "bytes written": int(row["bytes_written"]),
-             "seconds saved": round(row["seconds_saved"], 3)}
-            for task, row in sorted(stats.by_task.items())]
-    rows.append({"task": "TOTAL", "hits": stats.hits, "misses": stats.misses,
-                 "bytes written": stats.bytes_written,
-                 "seconds saved": round(stats.seconds_saved, 3)})
-    if usage is not None:
-        for row in rows[:-1]:
-            row["byte-hours"] = usage.by_task.get(row["task"], 0.0) / 3600.0
-        rows[-1]["byte-hours"] = usage.byte_hours
-        rows[-1]["cache bytes added"] = usage.bytes_added
-    description = (f"flowcache statistics for run {flow_run.name or flow_run.id} "
-                   f"({getattr(state, 'name', '')}): {stats.entries_written} entries written")
-    if purged is not None:
-        description += (f"; {purged.entries} intermediates purged "
-                        f"({format_size(purged.bytes)})")
-    if usage is not None:
-        tiers = ", ".join(f"{tier} {seconds / 3600:.6g}" for tier, seconds
-                          in sorted(usage.byte_seconds.items()))
-        description += (f"; {usage.byte_hours:.6g} byte-hours so far ({tiers or 'none'}); "
-                        f"{format_size(usage.bytes_added)} added to the cache by the run")
-    try:
-        _create_table_artifact(flow_run.id, rows, description)
+        publish_table(flow_run.id, key, report.rows(),
+                      report.description(flow_run.name or str(flow_run.id),
+                                         getattr(state, "name", "")))
     except Exception as exc:
         logger.warning("could not publish the flowcache statistics artifact: %s", exc)
-
-
-def _create_table_artifact(flow_run_id: Any, rows: list[dict], description: str) -> None:
-    from prefect.artifacts import create_table_artifact
-    from prefect.context import FlowRunContext
-
-    context = FlowRunContext.get()
-    if context is not None and context.flow_run is not None and context.flow_run.id == flow_run_id:
-        create_table_artifact(rows, key="flowcache-stats", description=description, _sync=True)
-        return
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import ArtifactCreate
-
-    with get_client(sync_client=True) as client:
-        client.create_artifact(ArtifactCreate(key="flowcache-stats", type="table", data=rows,
-                                              description=description,
-                                              flow_run_id=flow_run_id))

@@ -68,3 +68,50 @@ def artifacts(flow_run_id: UUID, key: str) -> list[Any]:
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
             sort=ArtifactSort.ID_DESC, limit=50)
+
+
+def run_logs(flow_run_id: UUID) -> list[Any]:
+    """Every log the API holds for a flow run (its own and its task runs')."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
+
+    with get_client(sync_client=True) as client:
+        return client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+            sort=LogSort.TIMESTAMP_ASC, limit=200)
+
+
+def log_matching(flow_run_id: UUID, *needles: str, timeout: float = 120.0) -> Any:
+    """The first log of the run whose message holds every needle, once the API has it (logs
+    reach the API in batches, after the run)."""
+    def find() -> Any:
+        for record in run_logs(flow_run_id):
+            if all(needle in record.message for needle in needles):
+                return record
+        return None
+
+    return eventually(find, timeout)
+
+
+def stats_artifact(flow_run_id: UUID) -> Any:
+    """The run's flowcache statistics artifact (its key names the flow), once it is stored."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
+    def read() -> Any:
+        with get_client(sync_client=True) as client:
+            found = client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="flowcache-stats-")),
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                limit=5)
+        return found[0] if len(found) == 1 else None
+
+    artifact = eventually(read)
+    assert artifact is not None, f"no single flowcache-stats artifact on run {flow_run_id}"
+    return artifact

@@ -14,9 +14,10 @@ from flowcache.keys.canonical import PROVENANCE
 from flowcache.tiers.memory import MemoryTier
 from flowcache.tiers.objects import ObjectTier
 from flowcache.tiers.redis import RedisTier
+from flowcache.units import format_size
 from flows import pipeline as example
 from prefect_cache import cache, cache_hooks
-from tests.prefect_helpers import artifacts, eventually, table_rows, task_state_names
+from tests.prefect_helpers import stats_artifact, table_rows, task_state_names
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -82,24 +83,27 @@ def test_intermediates_are_purged_from_every_tier_and_kept_entries_stay(store, t
     assert names_in(redis_tier, store) == durable_names
     assert names_in(memory, store) == durable_names
     assert list(durable.scan(f"{store.namespace}/_runs/")) == []  # markers and heartbeats too
-    (artifact,) = eventually(lambda: artifacts(flow_run_id, "flowcache-stats"))
+    artifact = stats_artifact(flow_run_id)
+    assert artifact.key == "flowcache-stats-flowcache-example-pipeline"
     rows = {row["task"]: row for row in table_rows(artifact)}
     assert rows["TOTAL"]["misses"] == 13
     assert rows["load"]["misses"] == 4
-    assert rows["TOTAL"]["bytes written"] == sum(h.size for h in headers) + sum(
-        r["bytes written"] for name, r in rows.items() if name in ("load", "normalize"))
+    assert rows["features"]["written"] == format_size(
+        sum(h.size for h in headers if h.meta["task"] == "features"))
     assert "8 intermediates purged" in artifact.description
 
 
 def test_the_stats_of_a_warm_run_count_hits_and_time_saved(store, samples):
     run_pipeline(samples[0].parent)
     _, _, flow_run_id = run_pipeline(samples[0].parent)
-    (artifact,) = eventually(lambda: artifacts(flow_run_id, "flowcache-stats"))
+    artifact = stats_artifact(flow_run_id)
     total = {row["task"]: row for row in table_rows(artifact)}["TOTAL"]
     assert total["hits"] == 5
     assert total["misses"] == 0
     # each features miss took >= 3 x WORK_SECONDS (its two steps and itself)
-    assert total["seconds saved"] >= 4 * 3 * example.WORK_SECONDS * 0.9
+    saved = float(total["task time saved (summed)"].removesuffix(" s"))
+    assert saved >= 4 * 3 * example.WORK_SECONDS * 0.9
+    assert "summed over tasks" in artifact.description
 
 
 def test_intermediates_are_purged_after_a_failure(store, tiers):

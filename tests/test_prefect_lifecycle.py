@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from flowcache.cli import app
 from flowcache.config import StoreConfig
 from flowcache.identity import new_key
-from tests.prefect_helpers import eventually
+from tests.prefect_helpers import eventually, log_matching, run_logs
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 SCRIPT = Path(__file__).with_name("lifecycle_flows.py")
@@ -75,6 +75,9 @@ def test_a_cancelled_run_purges_its_intermediates(env):
         assert final.is_cancelled(), final
         assert eventually(lambda: lifetimes(store) == ["keep"], timeout=60), lifetimes(store)
         assert len(redis_names(store)) == 1
+        # the runner's process runs the hook, after the run's process (and its counts) ended
+        totals = log_matching(run.id, "flowcache:", "purged 3 intermediates")
+        assert totals is not None, "\n".join(r.message for r in run_logs(run.id))
     finally:
         server.send_signal(signal.SIGINT)
         try:
