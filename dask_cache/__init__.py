@@ -16,7 +16,8 @@ from dask_cache.placement import CarbonPlacer, PlacedFuture  # noqa: E402
 from dask_cache.plugin import CacheWorkerPlugin, worker_metrics  # noqa: E402
 from dask_cache.scheduler import CacheSchedulerPlugin, scheduler_residency  # noqa: E402
 from dask_cache.tasks import graph_counters  # noqa: E402
+from flowcache.version import __version__  # noqa: E402
 
 __all__ = ["CacheSchedulerPlugin", "CacheWorkerPlugin", "CarbonPlacer", "GraphPlan",
-           "PlacedFuture", "cache", "carbon", "chain_keys", "compute", "graph_counters",
-           "graph_of", "plan", "scheduler_residency", "session", "worker_metrics"]
+           "PlacedFuture", "__version__", "cache", "carbon", "chain_keys", "compute",
+           "graph_counters", "graph_of", "plan", "scheduler_residency", "session", "worker_metrics"]

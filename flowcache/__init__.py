@@ -22,14 +22,14 @@ from flowcache.keys import FileRef, content_key, hash_inputs, register_hasher
 from flowcache.lifetimes import FLOW, KEEP, TTL, FlowScoped, Keep, parse_lifetime
 from flowcache.store import Outcome, TieredStore
 from flowcache.tiers import register_tier
+from flowcache.version import __version__
 
-__version__ = "0.1.0"
 moved.install()  # the module paths of 0.1 that moved keep importing, with a warning
 
 __all__ = [
     "FLOW", "KEEP", "TTL", "ConfigError", "CorruptEntry", "DurableWriteError", "Entry",
     "FileRef", "FlowScoped", "FlowcacheError", "ForeignEntry", "Frame", "Header", "Identity",
     "Keep", "Outcome", "StoreConfig", "TierUnavailable", "TieredStore", "UnhashableInput",
-    "UnserializableResult", "content_key", "default_store", "hash_inputs", "parse_lifetime",
-    "register_hasher", "register_tier", "set_default_store",
+    "UnserializableResult", "__version__", "content_key", "default_store", "hash_inputs",
+    "parse_lifetime", "register_hasher", "register_tier", "set_default_store",
 ]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -45,7 +45,7 @@ def carbon(*, max_delay: str | float | timedelta | None = None,
            duration: str | float | timedelta | None = None,
            power: PowerModel | float | None = None, energy_kwh: float | None = None,
            regions: Iterable[str] = (), interruptible: bool = False, data_gb: float = 0.0,
-           mode: str = "defer") -> Any:
+           mode: str = "defer") -> Callable[[T], T]:
     """Mark a Prefect task carbon-aware (see the module docstring).
 
     Args:

@@ -26,7 +26,7 @@ import inspect
 import logging
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
 from flowcache.keys.fingerprints import Fingerprinter
 from flowcache.lifetimes import Lifetime
@@ -34,12 +34,31 @@ from flowcache.memoize import CacheOptions, CallContext, Memoizer
 from flowcache.store import TieredStore
 from prefect_cache.context import call_context
 
-F = TypeVar("F", bound=Callable[..., Any])
+if TYPE_CHECKING:
+    from prefect import Task
+
+P = ParamSpec("P")
+R = TypeVar("R")
 log = logging.getLogger("prefect_cache")
 
 
+class CacheDecorator(Protocol):
+    """What ``cache(...)`` with options returns: it keeps the decorated task's (or function's)
+    signature, so editors and type checkers still see the parameters and the return type."""
+
+    @overload
+    def __call__(self, target: Task[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def __call__(self, target: Callable[P, R], /) -> Callable[P, R]: ...
+
+
 @overload
-def cache(__fn: F) -> F: ...
+def cache(fn: Task[P, R], /) -> Task[P, R]: ...
+
+
+@overload
+def cache(fn: Callable[P, R], /) -> Callable[P, R]: ...
 
 
 @overload
@@ -49,10 +68,10 @@ def cache(*, lifetime: Lifetime | str | float | timedelta | None = None,
           store: TieredStore | None = None, version: str | None = None,
           serializer: str | None = None, files: Iterable[str] = (),
           fingerprinter: Fingerprinter | None = None,
-          outputs: Iterable[str] = ()) -> Callable[[F], F]: ...
+          outputs: Iterable[str] = (), hits: str = "task-run") -> CacheDecorator: ...
 
 
-def cache(__fn: Any = None, **options: Any) -> Any:
+def cache(fn: Any = None, /, **options: Any) -> Any:
     """Cache a task's (or function's) result by the content of its code and inputs.
 
     Args:
@@ -82,7 +101,7 @@ def cache(__fn: Any = None, **options: Any) -> Any:
             return _cached_function(target, parsed)
         raise TypeError(f"cache() decorates a Prefect task or a function, not {target!r}")
 
-    return apply(__fn) if __fn is not None else apply
+    return apply(fn) if fn is not None else apply
 
 
 def _cached_task(task: Any, options: CacheOptions) -> Any:
