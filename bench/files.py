@@ -8,7 +8,15 @@ Starts its own moto server (S3) on a free loopback port, puts a 200 MB and a 1 G
 * a cold read through ``flowcache::`` (a fresh store: nothing cached; the bytes are returned
   while the blocks are stored in the background, timed separately as "incl. fill"), and
 * a re-read through ``flowcache::`` served from the node tier (a store of node tier + durable
-  tier, no memory tier, so no block can come from process memory);
+  tier, no memory tier, so no block can come from process memory), through a new filesystem
+  instance over a new store object (nothing remembered in the process), checking the version
+  (one HEAD, consistency "always") and verifying every block's MAC;
+* the peers: the same re-read through fsspec's own ``simplecache::`` and ``filecache::`` (each
+  filled once, then read through a new filesystem instance; neither checks the remote nor
+  verifies its copy), their caches in a temporary directory on the local disk as by default;
+* the flowcache re-read again with the node tier in a directory on that same disk (the peers'
+  place), since this VM's tmpfs (``/dev/shm``, the node tier's default) copies out slower than
+  the disk's page cache;
 * random 1 MB range reads of the cached 1 GB object on an open file: from the node tier alone,
   and with a memory tier (default 512 MiB budget) in front.
 
@@ -51,6 +59,7 @@ from tests.servers import MotoServer
 ALLOCATOR = ("glibc, freed memory retained" if os.environ.get("MALLOC_MMAP_MAX_") == "0"
              else "glibc default")
 IDENTITY = Identity("bench", new_key())
+PEERS = ("simplecache", "filecache")
 
 
 class Stores:
@@ -63,10 +72,12 @@ class Stores:
         self.disk_root = Path(tempfile.mkdtemp(prefix="fc-bench-"))
         self.count = 0
 
-    def make(self, *, memory: bool = False, node_bytes: int = 4 << 30) -> TieredStore:
+    def make(self, *, memory: bool = False, node_bytes: int = 4 << 30,
+             node_parent: Path | None = None) -> TieredStore:
         self.count += 1
         tiers = [MemoryTier()] if memory else []
-        tiers += [NodeTier(self.node_root / f"n{self.count}", max_bytes=node_bytes),
+        tiers += [NodeTier((node_parent or self.node_root) / f"n{self.count}",
+                           max_bytes=node_bytes),
                   ObjectTier(str(self.disk_root / f"d{self.count}"))]
         return TieredStore(tiers, identity=IDENTITY, locks=FileLocks(self.disk_root / "locks"))
 
@@ -106,7 +117,22 @@ def main() -> None:
             return FlowcacheFileSystem(target_protocol="s3", target_options=options,
                                        store=store, **kw)
 
+        peer_dirs = {name: tempfile.mkdtemp(prefix=f"fc-bench-{name}-",
+                                            dir=stores.disk_root) for name in PEERS}
+
+        def peer(name: str) -> fsspec.AbstractFileSystem:
+            return fsspec.filesystem(name, target_protocol="s3", target_options=options,
+                                     cache_storage=peer_dirs[name], skip_instance_cache=True)
+
+        for name in PEERS:  # fill each peer's cache once
+            assert peer(name).cat_file("bench/big.bin") == expected
+        disk_store = stores.make(node_parent=stores.disk_root)
+        cache(disk_store).cat_file("bench/big.bin")
+        cache(disk_store).wait()
+
         plain, ranged, cold, cold_fill, warm = [], [], [], [], []
+        peers: dict[str, list[float]] = {name: [] for name in PEERS}
+        warm_disk: list[float] = []
         warm_store = None
         for _ in range(repeats):  # interleaved, so drift on the shared machine hits all alike
             seconds, out = timed(lambda: s3.cat_file("bench/big.bin"))
@@ -130,6 +156,16 @@ def main() -> None:
             seconds, out = timed(lambda reader=reader: reader.cat_file("bench/big.bin"))
             assert out == expected
             warm.append(seconds)
+            del out
+            for name in PEERS:
+                seconds, out = timed(lambda name=name: peer(name).cat_file("bench/big.bin"))
+                assert out == expected
+                peers[name].append(seconds)
+                del out
+            seconds, out = timed(lambda: cache(stores.share(disk_store, memory=False)
+                                               ).cat_file("bench/big.bin"))
+            assert out == expected
+            warm_disk.append(seconds)
             del out
         del expected
 
@@ -176,6 +212,12 @@ def main() -> None:
         "node_reread_s": round(med(warm), 4),
         "node_reread_speedup": round(med(plain) / med(warm), 2),
         "node_reread_speedup_vs_ranged": round(med(ranged) / med(warm), 2),
+        "simplecache_reread_s": round(med(peers["simplecache"]), 4),
+        "filecache_reread_s": round(med(peers["filecache"]), 4),
+        "node_on_disk_reread_s": round(med(warm_disk), 4),
+        "node_reread_vs_simplecache": round(med(warm) / med(peers["simplecache"]), 3),
+        "node_on_disk_reread_vs_simplecache": round(med(warm_disk) / med(peers["simplecache"]),
+                                                    3),
         "cold_vs_plain": round(med(cold) / med(plain), 3),
         "huge_cold_read_incl_fill_s": round(fill_seconds, 3),
         "random_1mb_node_median_ms": round(random_ms["node"][0], 3),
@@ -188,6 +230,7 @@ def main() -> None:
         "node_reread_10x": figures["node_reread_speedup"] >= 10,
         "cold_within_1.2x": figures["cold_vs_plain"] <= 1.2,
         "random_1mb_under_5ms": figures["random_1mb_node_median_ms"] < 5,
+        "reread_as_fast_as_simplecache": figures["node_reread_vs_simplecache"] <= 1.0,
     }
     rows = [
         ("plain s3fs cat, 200 MB", med(plain), ""),
@@ -196,7 +239,12 @@ def main() -> None:
         ("  incl. storing the blocks", med(cold_fill), ""),
         ("flowcache:: re-read (node tier)", med(warm),
          f"{figures['node_reread_speedup']}x faster "
-         f"({figures['node_reread_speedup_vs_ranged']}x the ranged cat)"),
+         f"({figures['node_reread_speedup_vs_ranged']}x the ranged cat; "
+         f"{figures['node_reread_vs_simplecache']}x simplecache)"),
+        ("fsspec simplecache:: re-read", med(peers["simplecache"]), "(no check, no MAC)"),
+        ("fsspec filecache:: re-read", med(peers["filecache"]), "(no check, no MAC)"),
+        ("flowcache:: re-read, node tier on disk", med(warm_disk),
+         f"{figures['node_on_disk_reread_vs_simplecache']}x simplecache"),
         ("random 1 MB read, node tier", random_ms["node"][0] / 1e3,
          f"p90 {random_ms['node'][1]:.2f} ms"),
         ("random 1 MB read, memory+node", random_ms["memory_node"][0] / 1e3,

@@ -196,3 +196,23 @@ def test_bad_input_is_a_clear_error(file_store):
         parse_consistency("sometimes")
     assert parse_consistency(30).seconds == 30
     assert parse_consistency("immutable").name == "never"
+
+
+def test_cat_file_never_returns_the_version_it_read_ahead_once_the_file_changed(remote,
+                                                                                file_store):
+    """cat_file reads the known version's blocks while the check runs; a changed file must
+    still come back as its new bytes (and a deleted one as FileNotFoundError)."""
+    old, new = os.urandom(4 * SMALL_BLOCK), os.urandom(4 * SMALL_BLOCK)
+    remote.write("f.bin", old)
+    fs = remote.cache(file_store, consistency="always")
+    path = remote.path("f.bin")
+    assert fs.cat_file(path) == old
+    fs.wait()
+    remote.write("f.bin", new)
+    fresh = remote.cache(file_store, consistency="always")  # knows the old one from the record
+    assert fresh.cat_file(path) == new
+    assert fresh.cat_file(path, 5, 50) == new[5:50]
+    fs.wait()
+    remote.delete("f.bin")
+    with pytest.raises(FileNotFoundError):
+        fresh.cat_file(path)

@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from flowcache.buffers import BytesWriter
 from flowcache.errors import CorruptEntry
@@ -77,13 +77,40 @@ class BlockPolicy:
 
 
 class Workers:
-    """The threads that fetch and store blocks for one store in this process."""
+    """The threads that fetch and store blocks for one store in this process.
+
+    Lookups (reading cached blocks) and version checks run on threads shared by every store in
+    the process: they hold nothing of a store, and a new store object (a new process's first
+    read, a benchmark's fresh filesystem) should not pay for starting threads.
+    """
+
+    _shared: ClassVar[dict[str, ThreadPoolExecutor]] = {}
+    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, max_workers: int = 4) -> None:
         self.pool = ThreadPoolExecutor(max_workers, thread_name_prefix="flowcache-files")
-        self.lookups = ThreadPoolExecutor(4, thread_name_prefix="flowcache-lookups")
         self._pending: set[Future] = set()
         self._lock = threading.Lock()
+
+    @property
+    def lookups(self) -> ThreadPoolExecutor:
+        return self._shared_pool("lookups", 4)
+
+    @property
+    def checks(self) -> ThreadPoolExecutor:
+        """Version checks run beside the reads they confirm (see ``FlowcacheFileSystem``)."""
+        return self._shared_pool("checks", 4)
+
+    @classmethod
+    def _shared_pool(cls, name: str, threads: int) -> ThreadPoolExecutor:
+        pool = cls._shared.get(name)
+        if pool is None:
+            with cls._shared_lock:
+                pool = cls._shared.get(name)
+                if pool is None:
+                    pool = cls._shared[name] = ThreadPoolExecutor(
+                        threads, thread_name_prefix=f"flowcache-{name}")
+        return pool
 
     def submit(self, fn: Callable[[], None]) -> Future:
         future = self.pool.submit(fn)

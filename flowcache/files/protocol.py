@@ -28,6 +28,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
 from contextvars import ContextVar
 from datetime import timedelta
 from pathlib import Path
@@ -35,7 +36,6 @@ from typing import Any
 
 import fsspec
 from fsspec.implementations.chained import ChainedFileSystem
-from fsspec.spec import AbstractBufferedFile
 
 from flowcache.errors import RemoteChanged
 from flowcache.files.blocks import (
@@ -46,6 +46,7 @@ from flowcache.files.blocks import (
     workers_for,
 )
 from flowcache.files.consistency import Consistency, book_for, parse_consistency
+from flowcache.files.handles import CachedFile
 from flowcache.files.localize import localize_version
 from flowcache.files.records import drop_stale, read_record, write_record
 from flowcache.files.remote import fetch_range
@@ -216,17 +217,53 @@ class FlowcacheFileSystem(ChainedFileSystem):
 
     def cat_file(self, path: str, start: int | None = None, end: int | None = None,
                  **kwargs: Any) -> bytes:
-        reader = self.reader(path)
-        size = reader.version.size
+        """Bytes of the current version of ``path`` (per the consistency policy).
+
+        When a check is due and a version is already known (seen in this process, or the
+        store's record), the check runs while that version's cached blocks are read: a hit
+        then costs the longer of the two, not their sum. Nothing is returned before the check
+        confirmed the version read; if the remote file changed, the new version is read.
+        """
+        path = self._strip_protocol(path)
+        version, pending = self._version_to_read(path)
+        try:
+            data: bytes | None = self._cat(path, version, start, end)
+        except RemoteChanged:
+            if pending is None:
+                self.recheck(path)
+                raise
+            data = None  # the file changed while we read ahead: the check says to what
+        if pending is not None:
+            confirmed = pending.result()  # FileNotFoundError if it is gone
+            if data is None or confirmed.digest != version.digest:
+                try:
+                    data = self._cat(path, confirmed, start, end)
+                except RemoteChanged:
+                    self.recheck(path)
+                    raise
+        assert data is not None
+        return data
+
+    def _cat(self, path: str, version: Version, start: int | None, end: int | None) -> bytes:
+        size = version.size
         start = 0 if start is None else (size + start if start < 0 else start)
         end = size if end is None else (size + end if end < 0 else end)
-        try:
-            return reader.read(start, end)
-        except RemoteChanged:
-            self._recheck(path)
-            raise
+        return self.reader(path, version).read(start, end)
 
-    def _recheck(self, path: str) -> None:
+    def _version_to_read(self, path: str) -> tuple[Version, Future[Version] | None]:
+        """The version to read now and, when a check is due, the pending check confirming it
+        (None when the version needs no check, or nothing was known to read ahead)."""
+        known = self.known_version(path)
+        if known is not None:
+            return known, None
+        url = self.url(path)
+        seen = book_for(self.store).get(url)
+        candidate = seen.version if seen is not None else read_record(self.store, url)
+        if candidate is None:
+            return self.check(path), None
+        return candidate, workers_for(self.store).checks.submit(self.check, path, candidate)
+
+    def recheck(self, path: str) -> None:
         """After a read met a changed remote file: note its new version (or its absence)."""
         try:
             self.check(path)
@@ -311,54 +348,6 @@ class FlowcacheFileSystem(ChainedFileSystem):
     def __repr__(self) -> str:
         return (f"<FlowcacheFileSystem over {self.target_protocol} "
                 f"consistency={self.consistency!r} store={self.store.describe()}>")
-
-
-class CachedFile(AbstractBufferedFile):
-    """A read-only file whose ranges come from the block cache.
-
-    Reads inside one block keep that block (the tiers are asked once per block, not once per
-    ``read``); larger reads go to the block reader whole.
-    """
-
-    def __init__(self, fs: FlowcacheFileSystem, path: str, reader: BlockReader) -> None:
-        self.reader = reader
-        self._held: tuple[int, bytes | memoryview] | None = None
-        super().__init__(fs, path, mode="rb", block_size=reader.policy.block_size,
-                         cache_type="none", size=reader.version.size)
-
-    @property
-    def version(self) -> Version:
-        return self.reader.version
-
-    def _fetch_range(self, start: int, end: int) -> bytes:
-        bs = self.reader.policy.block_size
-        end = min(end, self.size)
-        if start >= end:
-            return b""
-        first, last = start // bs, (end - 1) // bs
-        try:
-            if last - first > 1:
-                return self.reader.read(start, end)
-            if first == last:
-                view = memoryview(self._block(first))
-                return bytes(view[start - first * bs:end - first * bs])
-            head = memoryview(self._block(first))[start - first * bs:]
-            head = bytes(head)  # the next block replaces the held one
-            return head + memoryview(self._block(last))[:end - last * bs]
-        except RemoteChanged:
-            self.fs._recheck(self.path)
-            raise
-
-    def _block(self, index: int) -> bytes | memoryview:
-        """Block ``index``, kept until the reader moves to another block."""
-        if self._held is None or self._held[0] != index:
-            self._held = None  # let the next block reuse this one's memory
-            self._held = (index, self.reader.block(index))
-        return self._held[1]
-
-    def close(self) -> None:
-        self._held = None
-        super().close()
 
 
 def localize(url: str, *, store: TieredStore | None = None,
