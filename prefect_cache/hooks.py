@@ -24,6 +24,7 @@ from flowcache.config import default_store
 from flowcache.purge import PurgeReport, stores_with_runs, tracker_for
 from prefect_cache.reports import STATS_KEY, FlowEndReport, artifact_key, publish_table
 from prefect_cache.run_logs import flow_run_log
+from prefect_cache.table_hits import HIT_TABLES, HITS_KEY
 
 
 def purge_intermediates(flow: Any, flow_run: Any, state: Any) -> None:
@@ -83,6 +84,11 @@ def _usage(run_id: str, since: float, logger: Any) -> RunUsage | None:
     return total
 
 
+# the hooks that publish a run's reports (cache(hits="table") checks a flow has one)
+purge_intermediates.flowcache_reports = True  # type: ignore[attr-defined]
+report_cache_stats.flowcache_reports = True  # type: ignore[attr-defined]
+
+
 def cache_hooks() -> dict[str, list[Any]]:
     """``@flow(**cache_hooks())``: purge and report on every way a run can end."""
     hooks = [purge_intermediates]
@@ -107,10 +113,20 @@ def _report(flow: Any, flow_run: Any, state: Any, stats: RunStats, purged: Purge
     run calls the hooks in its own process, after the run's process ended: the counts died
     with it, and the report says so instead of printing zeros."""
     usage = _usage(str(flow_run.id), _started(flow_run, stats), logger)
-    report = FlowEndReport(stats, purged, usage, counted=counted)
+    flow_name = getattr(flow, "name", None) or getattr(flow_run, "flow_name", None)
+    hits = HIT_TABLES.pop(str(flow_run.id))
+    hits_key = artifact_key(HITS_KEY, flow_name) if hits is not None and hits.rows else None
+    report = FlowEndReport(stats, purged, usage, counted=counted,
+                           table_hits=len(hits.rows) if hits_key else 0, hits_key=hits_key)
     logger.info(report.line())
-    key = artifact_key(STATS_KEY, getattr(flow, "name", None) or getattr(flow_run, "flow_name",
-                                                                         None))
+    if hits is not None and hits_key is not None:
+        try:
+            publish_table(flow_run.id, hits_key, hits.rows,
+                          f"{len(hits.rows)} flowcache hits of run {flow_run.name} answered "
+                          "without task runs (cache(hits='table')), one row per call")
+        except Exception as exc:
+            logger.warning("could not publish the flowcache hits artifact: %s", exc)
+    key = artifact_key(STATS_KEY, flow_name)
     try:
         publish_table(flow_run.id, key, report.rows(),
                       report.description(flow_run.name or str(flow_run.id),

@@ -33,6 +33,7 @@ from flowcache.lifetimes import Lifetime
 from flowcache.memoize import CacheOptions, CallContext, Memoizer
 from flowcache.store import TieredStore
 from prefect_cache.context import call_context
+from prefect_cache.table_hits import as_table_hit_task, parse_hits
 
 if TYPE_CHECKING:
     from prefect import Task
@@ -89,14 +90,18 @@ def cache(fn: Any = None, /, **options: Any) -> Any:
         outputs: parameters holding the paths of files the task writes (or ``"return"``, for
             returned paths). When the task runs, each file's directory manifest records the
             run (see ``flowcache runs DIR``); they are keyed by path, not by content.
+        hits: ``"task-run"`` (default: every call is a task run, a hit shows as Cached) or
+            ``"table"`` (a hit is answered before Prefect creates a task run and listed in
+            the flow's ``flowcache-hits-<flow>`` artifact; see :mod:`prefect_cache.table_hits`).
     """
+    hits = parse_hits(options.pop("hits", "task-run"))
     parsed = CacheOptions.parse(**options)
 
     def apply(target: Any) -> Any:
         from prefect import Task
 
         if isinstance(target, Task):
-            return _cached_task(target, parsed)
+            return _cached_task(target, parsed, hits)
         if callable(target):
             return _cached_function(target, parsed)
         raise TypeError(f"cache() decorates a Prefect task or a function, not {target!r}")
@@ -104,7 +109,7 @@ def cache(fn: Any = None, /, **options: Any) -> Any:
     return apply(fn) if fn is not None else apply
 
 
-def _cached_task(task: Any, options: CacheOptions) -> Any:
+def _cached_task(task: Any, options: CacheOptions, hits: str = "task-run") -> Any:
     from prefect.cache_policies import NO_CACHE
 
     original = task.fn
@@ -127,6 +132,8 @@ def _cached_task(task: Any, options: CacheOptions) -> Any:
     cached.flowcache_options = options
     if hasattr(task, "flowcache_carbon"):  # with_options() drops attributes it does not know
         cached.flowcache_carbon = task.flowcache_carbon
+    if hits == "table":
+        return as_table_hit_task(cached, memo)
     return cached
 
 

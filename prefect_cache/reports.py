@@ -53,6 +53,9 @@ class FlowEndReport:
     #: False when the hook runs in another process than the run's tasks (a runner cancelling
     #: the run): hits and misses were counted there and are unknown here
     counted: bool = True
+    #: hits answered without a task run (``cache(hits="table")``) and the artifact listing them
+    table_hits: int = 0
+    hits_key: str | None = None
 
     def line(self) -> str:
         stats = self.stats
@@ -67,6 +70,9 @@ class FlowEndReport:
             text += (f"; hits skipped {task_time(stats.seconds_saved)} of task time (summed "
                      "over tasks: tasks that ran in parallel overlap, so the run's wall time "
                      "saved is less)")
+        if self.table_hits:
+            text += (f"; {self.table_hits} hits answered without task runs (listed in the "
+                     f"{self.hits_key} artifact)")
         if self.purged is not None:
             text += (f"; purged {self.purged.entries} intermediates "
                      f"({format_size(self.purged.bytes)})")
