@@ -20,6 +20,12 @@ servers:
 	@command -v redis-server >/dev/null 2>&1 || { \
 		echo "installing redis-server (needed by the tests)"; \
 		apt-get update -qq && apt-get install -y -qq redis-server; }
+	@command -v redis-cli >/dev/null 2>&1 || { \
+		echo "installing redis-tools (redis-cli joins the tests' Redis Cluster)"; \
+		apt-get update -qq && apt-get install -y -qq redis-tools; }
+	@command -v ip >/dev/null 2>&1 || { \
+		echo "installing iproute2 (tests/hosts.py makes network namespaces for its hosts)"; \
+		apt-get update -qq && apt-get install -y -qq iproute2; }
 	@command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || { \
 		echo "installing prometheus (tests/test_metrics.py scrapes the exporter with it)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
