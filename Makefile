@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-# The tests start their own redis-server and prometheus on free ports; install them when the
-# machine has none. Debian's prometheus package may enable its own service (on :9090): the
+# The tests start their own redis-server, Redis Cluster and prometheus on free ports, and make
+# network namespaces with ip; install what the machine lacks.
+# Debian's prometheus package may enable its own service (on :9090): the
 # tests never use it, so whether it starts does not matter.
 servers:
 	@command -v redis-server >/dev/null 2>&1 || { \
