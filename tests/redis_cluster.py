@@ -8,6 +8,8 @@ generous deadline, never a fixed sleep: a loaded 2-core machine must not make a 
 
 from __future__ import annotations
 
+import atexit
+import functools
 import shutil
 import subprocess
 import time
@@ -179,8 +181,14 @@ class RedisClusterFixture:
 
     def owner(self, slot: int) -> ClusterNode:
         """The running master that serves ``slot``."""
-        node_id = self._slot_owners(self.running()[0])[slot]
-        return next(node for node in self.running() if node.node_id() == node_id)
+        return self.owners()[slot]
+
+    def owners(self) -> dict[int, ClusterNode]:
+        """``{slot: the running master serving it}``, asked once (cheaper than ``owner``
+        slot by slot)."""
+        by_id = {node.node_id(): node for node in self.running()}
+        return {slot: by_id[node_id]
+                for slot, node_id in self._slot_owners(self.running()[0]).items()}
 
     def replica_of(self, master: ClusterNode) -> ClusterNode:
         master_id = master.node_id()
@@ -271,6 +279,15 @@ class RedisClusterFixture:
             for slot in range(int(start), int(end) + 1):
                 owners[slot] = node_id
         return owners
+
+
+@functools.cache
+def shared_cluster() -> RedisClusterFixture:
+    """The test session's 3+3 cluster, started once for every module that uses one (a
+    session fixture imported into two modules would start two) and stopped at exit."""
+    cluster = RedisClusterFixture(masters=3, replicas=1).start()
+    atexit.register(cluster.stop)
+    return cluster
 
 
 def _text(raw: bytes | str) -> str:

@@ -15,23 +15,25 @@ from typer.testing import CliRunner
 
 from flowcache.admin import provision_redis_user, sync_redis_acls
 from flowcache.cli import app
+from flowcache.config import StoreConfig
+from flowcache.diagnostics import diagnose
 from flowcache.errors import ConfigError
 from flowcache.frames import Frame
+from flowcache.identity import Identity, new_key
 from flowcache.locks import FileLocks, RedisLocks
+from flowcache.tiers.memory import MemoryTier
 from flowcache.tiers.objects import ObjectTier
 from flowcache.tiers.redis import RedisTier
 from flowcache.tiers.redis_urls import connect
 from flowcache.tiers.spec import TierSpec, parse_store_spec
 from tests import test_access, test_tiers
-from tests.redis_cluster import HOST, RedisClusterFixture, wait_until
+from tests.redis_cluster import HOST, RedisClusterFixture, shared_cluster, wait_until
 from tests.servers import free_port
 
 
 @pytest.fixture(scope="session")
 def redis_cluster():
-    cluster = RedisClusterFixture(masters=3, replicas=1).start()
-    yield cluster
-    cluster.stop()
+    return shared_cluster()
 
 
 @pytest.fixture
@@ -85,6 +87,47 @@ def test_one_reachable_seed_is_enough(cluster):
     assert tier.get("alice/aa/seed").join() == b"FLWC seeded"
     assert "redis cluster" in tier.describe()
     tier.close()
+
+
+def test_a_cluster_down_at_startup_is_an_outage_until_it_comes_up(tmp_path, make_store):
+    later = RedisClusterFixture(masters=3, replicas=0)  # its ports chosen, nothing listens yet
+    spec = f"memory+{later.url}+{tmp_path / 'durable'}"
+    alice = Identity("alice", new_key())
+    env = {"FLOWCACHE_STORE": spec, "FLOWCACHE_USER": "alice",
+           "FLOWCACHE_SIGNING_KEY": alice.key.hex()}  # the ledger and locks on Redis too
+    config = StoreConfig.from_env(env)
+    store = config.build()  # no seed answers: the store carries on without Redis
+    store.put(key_for(1), value_for(1))
+    store.tiers[0].clear()
+    assert store.get(key_for(1)) == value_for(1)  # from the durable tier
+    assert store.counters.tier("redis").writes == 0
+    checks = {check.name: check for check in diagnose(config, env)}
+    assert checks["store"].status == "ok"
+    assert checks["tier 1 (redis)"].status == "fail"
+    assert "unreachable" in checks["tier 1 (redis)"].detail
+    assert checks["signed round trip"].status == "ok"
+    store.close()
+
+    now = [0.0]
+    tier = parse_store_spec(spec)[1].build()
+    store = make_store(MemoryTier(max_bytes=1 << 20), tier,
+                       ObjectTier(str(tmp_path / "durable"), fsync=False), who=alice,
+                       clock=lambda: now[0])
+    assert store.get(key_for(1)) == value_for(1)
+    assert store.breaker(tier).failures > 0  # Redis is backed off
+    later.start()
+    try:
+        def redis_used() -> bool:
+            now[0] += 3600  # past any backoff: the next call is the breaker's trial
+            store.tiers[0].clear()
+            return store.get(key_for(1)) == value_for(1) and store.counters.tier(
+                "redis").writes > 0  # promoted into Redis: it serves again
+        wait_until(redis_used, "the store uses the cluster once it is up")
+        store.tiers[0].clear()
+        assert store.get_or_compute(key_for(1), lambda: b"recomputed?").tier == "redis"
+    finally:
+        store.close()
+        later.stop()
 
 
 # -- the tier contract, on the cluster (the same tests as every tier) --------------------------

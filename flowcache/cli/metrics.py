@@ -31,6 +31,7 @@ from flowcache.config import StoreConfig
 from flowcache.metrics import StoreMetrics, hub_of
 from flowcache.store import TieredStore
 from flowcache.tiers.redis import RedisTier
+from flowcache.tiers.redis_cluster import is_cluster
 from flowcache.units import parse_duration
 from flowcache.usage import BoundedLabels, UsageWalker
 
@@ -44,9 +45,7 @@ WALKS = ("all", "own", "off")
 def redis_nodes(client: Any) -> list[tuple[str, Any]]:
     """``(host:port, client)`` of each node to read: the server, or every primary of a
     cluster (replicas hold copies: counting them would count bytes twice)."""
-    from redis.cluster import RedisCluster
-
-    if isinstance(client, RedisCluster):
+    if is_cluster(client):  # a RedisCluster, or one made on first use (LazyCluster)
         return [(node.name, client.get_redis_connection(node))
                 for node in client.get_primaries()]
     options = client.connection_pool.connection_kwargs

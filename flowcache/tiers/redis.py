@@ -24,10 +24,10 @@ import struct
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
-from flowcache.errors import TierRefused, TierUnavailable
 from flowcache.frames import MAGIC, Frame
 from flowcache.tiers.base import BaseTier
-from flowcache.tiers.redis_cluster import is_cluster, node_clients
+from flowcache.tiers.redis_cluster import is_cluster, node_clients, seed_names
+from flowcache.tiers.redis_errors import translated
 from flowcache.tiers.redis_urls import check_redis_url, connect
 from flowcache.tiers.redis_watch import KeyspaceWatcher, entry_name
 
@@ -36,22 +36,6 @@ __all__ = ["KeyspaceWatcher", "RedisTier", "check_redis_url", "entry_name"]
 _MANIFEST = b"FCRP"
 _PART_COUNT = struct.Struct("<I")
 _PART_SIZE = struct.Struct("<Q")
-
-
-def _redis_errors() -> tuple[type[BaseException], ...]:
-    """An outage: no answer, or (a cluster) no node serving the slot right now, as while a
-    failed master's replica is being promoted."""
-    import redis
-
-    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError,
-            TimeoutError, redis.exceptions.ClusterDownError,
-            redis.exceptions.RedisClusterException)
-
-
-def _refusals() -> tuple[type[BaseException], ...]:
-    import redis
-
-    return (redis.exceptions.ResponseError, redis.exceptions.DataError)
 
 
 class RedisTier(BaseTier):
@@ -79,8 +63,6 @@ class RedisTier(BaseTier):
         self.part_bytes = part_bytes
         #: keep a per-namespace set of names and list from it (tenants may not SCAN)
         self.index = index
-        self._unavailable = _redis_errors()
-        self._refused = _refusals()
 
     @classmethod
     def from_url(cls, url: str, *, storage_options: Mapping[str, Mapping[str, Any]]
@@ -323,9 +305,8 @@ class RedisTier(BaseTier):
         self.client.close()
 
     def describe(self) -> str:
-        if is_cluster(self.client):
-            seeds = ",".join(node.name for node in self.client.nodes_manager.startup_nodes.values())
-            return f"redis cluster {seeds or '?'} prefix={self.prefix!r}"
+        if is_cluster(self.client):  # the seeds it was given: asks nothing of the cluster
+            return f"redis cluster {seed_names(self.client) or '?'} prefix={self.prefix!r}"
         kwargs = getattr(getattr(self.client, "connection_pool", None), "connection_kwargs", {})
         where = f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
         return f"redis {where} prefix={self.prefix!r}"
@@ -345,53 +326,10 @@ class RedisTier(BaseTier):
                 parts.append(view[start:start + self.part_bytes])
         return parts
 
-    @contextlib.contextmanager
-    def _translate(self) -> Iterator[None]:
-        """What went wrong, in the store's words: an outage (:class:`TierUnavailable`: the
-        store backs off and carries on without Redis) or a refusal of this one operation
-        (:class:`TierRefused`: out of memory, busy with a script, no permission, a value over
-        ``proto-max-bulk-len``, every pooled connection in use): only it fails.
-
-        A dropped connection is ambiguous (Redis closes it on a too-large value), so before
-        calling it an outage a fresh connection asks Redis for a PING.
-        """
-        try:
-            yield
-        except self._refused as exc:
-            raise TierRefused(f"{self.describe()} refused: {exc}") from exc
-        except self._unavailable as exc:
-            if _pool_exhausted(exc):
-                raise TierRefused(f"{self.describe()}: every pooled connection is in use "
-                                  f"({exc}); raise max_connections or pool_timeout") from exc
-            if self._still_answers():
-                raise TierRefused(f"{self.describe()} dropped the connection but answers: "
-                                  f"{exc}") from exc
-            raise TierUnavailable(f"{self.describe()} is unreachable: {exc}") from exc
-
-    def _still_answers(self) -> bool:
-        """PING over a new connection, waiting at most a second."""
-        pool = getattr(self.client, "connection_pool", None)
-        if pool is None:
-            return False  # a cluster client: its own failover logic has spoken
-        kwargs = {**pool.connection_kwargs, "socket_timeout": 1.0,
-                  "socket_connect_timeout": 1.0}
-        connection = pool.connection_class(**kwargs)
-        try:
-            connection.connect()
-            connection.send_command("PING")
-            return _text(connection.read_response()) == "PONG"
-        except Exception:
-            return False
-        finally:
-            with contextlib.suppress(Exception):
-                connection.disconnect()
-
-
-def _pool_exhausted(exc: BaseException) -> bool:
-    """redis-py's "no connection available" (a blocking pool's wait ran out) or "too many
-    connections": the caller's own concurrency, not the server, is the limit."""
-    text = str(exc)
-    return "No connection available" in text or "Too many connections" in text
+    def _translate(self) -> contextlib.AbstractContextManager[None]:
+        """What went wrong, in the store's words (:func:`translated`): an outage or a
+        refusal of this one operation."""
+        return translated(self.client, self.describe)
 
 
 def _acl_flags(reply: Any) -> set[str]:

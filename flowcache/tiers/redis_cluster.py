@@ -13,15 +13,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from flowcache.tiers.redis_urls import LazyCluster
+
 #: ``CLUSTER NODES`` flags of a node nobody can (or should) talk to now
 _GONE = {"fail", "noaddr", "handshake"}
 
 
 def is_cluster(client: Any) -> bool:
-    """Whether ``client`` is redis-py's ``RedisCluster`` (not a one-server ``Redis``)."""
+    """Whether ``client`` is redis-py's ``RedisCluster`` or one made on first use (not a
+    one-server ``Redis``); answered without connecting."""
     from redis.cluster import RedisCluster
 
-    return isinstance(client, RedisCluster)
+    return isinstance(client, (RedisCluster, LazyCluster))
+
+
+def seed_names(client: Any) -> str:
+    """``host:port,...``: the seed nodes of a cluster client, without asking the cluster
+    (it may be down: this names it in the message saying so)."""
+    if isinstance(client, LazyCluster):
+        return ",".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                        for host, port in client.seeds)
+    return ",".join(node.name for node in client.nodes_manager.startup_nodes.values())
 
 
 @dataclass(frozen=True)

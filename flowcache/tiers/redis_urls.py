@@ -8,13 +8,17 @@
 
 A cluster lists several seed nodes so that a client starting while one of them is down still
 finds the cluster; any one reachable seed is enough, the client learns the rest (``CLUSTER
-SLOTS``). A cluster has only database 0. Every mistake in the spelling is a
+SLOTS``), but only once it is first used (:class:`LazyCluster`): a cluster that is down
+when a store is built is an outage of the hot tier, as a single server's would be, not a
+failure to build. A cluster has only database 0. Every mistake in the spelling is a
 :class:`~flowcache.errors.ConfigError` naming the part that is wrong and a correct example,
 checked before any connection is made.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -91,8 +95,9 @@ def connect(url: str, *, max_connections: int = 64, pool_timeout: float = 5.0,
     with every node the URL lists (``max_connections`` per node). ``client_options`` go to
     redis-py as they are (timeouts, ``retry``).
 
-    A cluster client contacts its seeds at once to learn the slots; if none answers, the
-    error is redis-py's (the caller decides whether that is an outage).
+    The cluster client is a :class:`LazyCluster`: it contacts its seeds to learn the slots
+    when first used, and if none answers then, the error is redis-py's (the caller decides
+    whether that is an outage).
     """
     import redis
 
@@ -106,11 +111,69 @@ def connect(url: str, *, max_connections: int = 64, pool_timeout: float = 5.0,
     base, _, query = url.partition("?")
     netloc = base.split("://", 1)[1].partition("/")[0]
     userinfo = netloc.rpartition("@")[0]
-    (host, port), *others = cluster_seeds(url)
+    seeds = cluster_seeds(url)
+    (host, port), *others = seeds
     first = f"redis://{userinfo + '@' if userinfo else ''}{_bracket(host)}:{port}/0"
-    return RedisCluster.from_url(first + (f"?{query}" if query else ""),
-                                 startup_nodes=[ClusterNode(h, p) for h, p in others],
-                                 max_connections=max_connections, **client_options)
+
+    def make() -> Any:
+        return RedisCluster.from_url(first + (f"?{query}" if query else ""),
+                                     startup_nodes=[ClusterNode(h, p) for h, p in others],
+                                     max_connections=max_connections, **client_options)
+
+    return LazyCluster(make, seeds)
+
+
+class LazyCluster:
+    """A redis-py ``RedisCluster`` that is made when first used, not when a store is built.
+
+    ``RedisCluster`` asks its seeds for the slot map in its constructor and raises if none
+    answers. Made eagerly, a cluster that is down while a store is built (a worker starting
+    during a Redis maintenance) would fail the build and every task with it, where a
+    single server's client connects only when used and its outage costs nothing but the hot
+    tier. So every attribute here is the cluster client's, made once, under a lock, the
+    first time one is asked for; until a seed answers each use tries again and raises
+    redis-py's own error, which the Redis tier reports as an outage: the store's breaker
+    skips Redis, backs off, and its next trial makes the client once the cluster is back.
+    """
+
+    def __init__(self, make: Callable[[], Any], seeds: list[tuple[str, int]]) -> None:
+        #: the ``(host, port)`` seed nodes, known without asking the cluster anything
+        self.seeds = seeds
+        self._make = make
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def cluster(self) -> Any:
+        """The ``RedisCluster``, made now if it was not yet (redis-py's error if no seed
+        answers)."""
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._make()
+                client = self._client
+        return client
+
+    @property
+    def connected(self) -> bool:
+        """Whether the cluster client has been made (a seed answered once)."""
+        return self._client is not None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # copy/pickle probes and half-built instances: no connecting
+            raise AttributeError(name)
+        return getattr(self.cluster(), name)
+
+    def close(self) -> None:
+        """Close the cluster client if it was made (a later use makes a new one)."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def __repr__(self) -> str:
+        seeds = ",".join(f"{_bracket(host)}:{port}" for host, port in self.seeds)
+        return f"<LazyCluster {seeds} {'connected' if self.connected else 'not connected'}>"
 
 
 def _port_of(parts: Any, url: str, example: str) -> int | None:
