@@ -188,6 +188,8 @@ def plan(dsk: Mapping[Hashable, GraphNode], outputs: Iterable[Hashable], store: 
                 wanted.update(node.dependencies)
         stack.extend(node.dependencies)
     result.pruned = len(dsk) - len(visited)
+    # in the graph's own order (the walk went outputs first): Dask breaks ties by it
+    result.graph = {key: result.graph[key] for key in dsk if key in result.graph}
     result.planning_seconds = time.perf_counter() - started
     return result
 

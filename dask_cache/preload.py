@@ -13,7 +13,9 @@ configuration from the server's environment, where a job script puts it: ``FLOWC
 the store (the same user and signing key as the clients) and ``DASK_FLOWCACHE__*`` (or Dask
 YAML files) for dask_cache's settings. A configuration error stops the server from starting,
 with the error in its log, rather than leaving a worker that caches nothing or caches elsewhere.
-A client that registers its own plugin later replaces the preloaded one (same name).
+A client that later registers its own ``CacheWorkerPlugin`` replaces the preloaded one on the
+workers (same name); the scheduler keeps its preloaded ``CacheSchedulerPlugin`` (it is
+idempotent: a client's registration of another one is skipped).
 """
 
 from __future__ import annotations

@@ -53,11 +53,20 @@ class SQLiteBackend:
         return self._conn
 
     def append(self, events: Sequence[Event]) -> None:
+        """One transaction per batch: all of it or none (a refused batch is retried whole, so
+        a half-written one would be billed twice), and one commit instead of one per event."""
         marks = ", ".join("?" for _ in EVENT_FIELDS)
+        rows = [tuple(event.fields().values()) for event in events]
         with self._lock:
-            self._connection().executemany(
-                f"INSERT INTO events ({', '.join(EVENT_FIELDS)}) VALUES ({marks})",
-                [tuple(event.fields().values()) for event in events])
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    f"INSERT INTO events ({', '.join(EVENT_FIELDS)}) VALUES ({marks})", rows)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def events(self, user: str, since: float | None = None) -> Iterator[Event]:
         query = f"SELECT seq, {', '.join(EVENT_FIELDS)} FROM events WHERE user = ?"

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import os
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -66,7 +67,7 @@ class NodeTier(ObjectTier):
         frame = super().get_into(name, into)  # get() comes here too
         if frame is not None:
             with contextlib.suppress(FileNotFoundError):
-                os.utime(self._path(name))  # recently used: evicted last
+                _touch(self._path(name))  # recently used: evicted last
         return frame
 
     def put(self, name: str, frame: Frame, *, ttl: float | None = None,
@@ -78,6 +79,8 @@ class NodeTier(ObjectTier):
         except FileNotFoundError:
             previous = 0
         super().put(name, frame, ttl=ttl, exclusive=exclusive)
+        with contextlib.suppress(FileNotFoundError):
+            _touch(self._path(name))
         with self._locked() as book:
             usage = book.usage() + frame.nbytes - previous
             if usage > self.max_bytes:
@@ -139,6 +142,14 @@ class NodeTier(ObjectTier):
 
     def _locked(self) -> _FileLock:
         return _FileLock(os.path.join(self.root, _LOCK))
+
+
+def _touch(path: str) -> None:
+    """Stamp ``path`` used now, to the nanosecond. The LRU order is the files' mtimes, and the
+    kernel's own stamps are coarse (a clock tick) and, on recent kernels, finer only for files
+    someone looked at: frames written in one tick would otherwise leave in any order."""
+    now = time.time_ns()
+    os.utime(path, ns=(now, now))
 
 
 class _FileLock:
