@@ -8,7 +8,8 @@ received, with no copy to cut it out of a larger buffer.
 
 Every key of an entry shares one hash tag (``flowcache:{alice/ab/ab12..}:1``), so in a cluster
 all of them live in one slot, and a tenant's ACL pattern ``flowcache:{alice/*`` covers them.
-Connection failures surface as :class:`TierUnavailable`; the store decides what to do with them.
+Connection failures surface as :class:`TierUnavailable`, refusals of one operation as
+:class:`TierRefused` (:mod:`flowcache.tiers.redis_errors`); the store decides what to do.
 
 **Tenants** (``index=True``): Redis ACLs cannot filter what ``SCAN``/``KEYS`` return, so a tenant
 is denied both, and the tier keeps a set of the names of each namespace instead

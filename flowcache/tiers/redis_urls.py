@@ -171,6 +171,12 @@ class LazyCluster:
         if client is not None:
             client.close()
 
+    def __enter__(self) -> LazyCluster:  # special methods skip __getattr__: spelled out
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         seeds = ",".join(f"{_bracket(host)}:{port}" for host, port in self.seeds)
         return f"<LazyCluster {seeds} {'connected' if self.connected else 'not connected'}>"
