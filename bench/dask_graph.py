@@ -11,6 +11,9 @@
   before its task completes, so each stored result waits for one ``fsync`` of the durable
   directory; the median of a small write + fsync + rename there, divided by the 4 threads that
   overlap them, is printed beside the overhead;
+* flowcache's own cost per stored result, without a cluster: a tree of instant tasks on
+  Dask's synchronous scheduler, plain and through ``dask_cache.compute`` storing every result
+  (durably, node tier, ledger), one thread, no scheduler or network in the way;
 * node tier: reading a 100 MB result from the node tier (verified, loaded), GB/s.
 
 The node tier lives in ``/dev/shm`` (as by default); the durable tier in a new directory under
@@ -32,10 +35,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import dask
 import joblib
 from dask import delayed
 
 import dask_cache
+from dask_cache.plugin import add_node_tier
+from dask_cache.settings import DaskCacheSettings
 from flowcache.config import StoreConfig
 from flowcache.identity import new_key
 from flowcache.store import TieredStore
@@ -50,6 +56,36 @@ def tree(leaves: int, salt: int, leaf=work, join=add):
         nodes = [delayed(join)(nodes[i], nodes[i + 1]) if i + 1 < len(nodes) else nodes[i]
                  for i in range(0, len(nodes), 2)]
     return nodes[0]
+
+
+def square(i: int) -> int:
+    return i * i
+
+
+def plus(a: int, b: int) -> int:
+    return a + b
+
+
+def synchronous(config: StoreConfig, node_dir: Path, leaves: int, repeats: int
+                ) -> tuple[list[float], list[float]]:
+    """Plain and cold-cached walls of a tree of instant tasks on the synchronous scheduler."""
+    store = config.build()
+    add_node_tier(store, NodeTier(node_dir / "sync", max_bytes=1 << 30))
+    every = DaskCacheSettings(node_dir=None, node_bytes=1 << 30, min_compute_seconds=0.0,
+                              load_bandwidth=1 << 40, load_latency=0.0, files=True)
+    plain, cold = [], []
+    for repeat in range(-1, repeats):
+        salt = 10**9 + (repeat + 1) * 100_000
+        graph = tree(leaves if repeat >= 0 else 8, salt, square, plus)
+        started = time.perf_counter()
+        (expected,) = dask.compute(graph, scheduler="sync")
+        record(plain, repeat, time.perf_counter() - started)
+        started = time.perf_counter()
+        (value,) = dask_cache.compute(graph, store=store, scheduler="sync", settings=every)
+        record(cold, repeat, time.perf_counter() - started)
+        assert value == expected
+    store.close()
+    return plain, cold
 
 
 def record(figures: list[float], repeat: int, seconds: float) -> None:
@@ -119,19 +155,22 @@ def main() -> None:
             record(keying, repeat, plan.keying_seconds)
             record(planning, repeat, plan.planning_seconds)
             record(fsyncs, repeat, fsync_ms(root / "fsync-probe"))
+            # the warm runs get graphs of their own (new Dask keys, same content): a result the
+            # cluster still holds under the old keys must not stand in for a cache hit
             started = time.perf_counter()
-            (again,), warm_plan = dask_cache.compute(graph, client=client, store=store,
-                                                     return_plan=True)
+            (again,), warm_plan = dask_cache.compute(tree(leaves, salt), client=client,
+                                                     store=store, return_plan=True)
             record(warm, repeat, time.perf_counter() - started)
             assert again == expected
             assert warm_plan.computes == set()
-            peer = tree(leaves, salt, joblib_work, joblib_add)
-            seconds, value = run(client, peer)
+            seconds, value = run(client, tree(leaves, salt, joblib_work, joblib_add))
             record(joblib_cold, repeat, seconds)
             assert value == expected
-            seconds, value = run(client, peer)
+            seconds, value = run(client, tree(leaves, salt, joblib_work, joblib_add))
             record(joblib_warm, repeat, seconds)
             assert value == expected
+
+    sync_plain, sync_cold = synchronous(config, node_dir, args.leaves, args.repeats)
 
     node_store = TieredStore([NodeTier(node_dir / "read", max_bytes=1 << 30),
                               ObjectTier(str(root / "node-durable"), fsync=False)],
@@ -162,6 +201,8 @@ def main() -> None:
         "cold_overhead_ms_per_task": round(1000 * (med(cold) - med(plain)) / tasks, 3),
         "joblib_cold_overhead_ms_per_task":
             round(1000 * (med(joblib_cold) - med(plain)) / tasks, 3),
+        "sync_plain_s": round(med(sync_plain), 4), "sync_cached_cold_s": round(med(sync_cold), 4),
+        "sync_cost_ms_per_result": round(1000 * (med(sync_cold) - med(sync_plain)) / tasks, 3),
         "node_read_100mb_s": round(med(reads), 4),
         "node_read_GBps": round((100 << 20) / med(reads) / 1e9, 2),
     }
@@ -180,6 +221,8 @@ def main() -> None:
           f"{figures['planning_ms_per_task']} ms")
     print(f"  durable write + fsync {figures['durable_fsync_ms']} ms in {root}: over 4 threads a "
           f"floor of {figures['fsync_floor_ms_per_task']} ms per task under the cold overhead")
+    print(f"  synchronous scheduler, instant tasks, every result stored: "
+          f"{figures['sync_cost_ms_per_result']} ms per result over plain Dask")
     print(f"  node tier: 100 MB read in {figures['node_read_100mb_s']} s = "
           f"{figures['node_read_GBps']} GB/s (goal >= 1 GB/s)")
     shutil.rmtree(node_dir, ignore_errors=True)
