@@ -249,7 +249,7 @@ def test_the_flow_end_report_adds_byte_hours_and_the_bytes_the_run_added(
         make_store, tmp_path, default_store_of):
     from prefect import flow, task
 
-    from flowcache.units import format_size
+    from flowcache.units import format_size, parse_size
     from prefect_cache import cache, cache_hooks
     from tests.prefect_helpers import stats_artifact, table_rows
 
@@ -287,8 +287,12 @@ def test_the_flow_end_report_adds_byte_hours_and_the_bytes_the_run_added(
     assert len(Bucket.written) == 6
     assert len(list(store.scan())) == 3  # the intermediates were purged
     assert rows["TOTAL"]["added to the cache"] == format_size(sum(Bucket.written.values()))
+    held = {}
     for task_name in ("TOTAL", "blob", "scratch"):  # sizes held for hours, never nothing
-        held = rows[task_name]["held (byte-hours)"]
-        assert held.endswith(" x h")
-        assert not held.startswith("0 B"), held
+        text = rows[task_name]["held (byte-hours)"]
+        assert text.endswith(" x h"), text
+        assert not text.startswith("0 B"), text
+        held[task_name] = parse_size(text.removesuffix(" x h").replace(" ", ""))
+    # the total is the sum of the tasks' byte-hours (to the table's rounding: 1 decimal)
+    assert held["TOTAL"] == pytest.approx(held["blob"] + held["scratch"], rel=0.1)
     assert "so far" in artifact.description
