@@ -11,6 +11,7 @@ load_defaults()
 
 from dask_cache.compute import compute, graph_of  # noqa: E402
 from dask_cache.graph import GraphPlan, chain_keys, plan  # noqa: E402
+from dask_cache.locality import disable_locality, enable_locality, locality_stats  # noqa: E402
 from dask_cache.options import cache, carbon, session  # noqa: E402
 from dask_cache.placement import CarbonPlacer, PlacedFuture  # noqa: E402
 from dask_cache.plugin import CacheWorkerPlugin, worker_metrics  # noqa: E402
@@ -20,4 +21,5 @@ from flowcache.version import __version__  # noqa: E402
 
 __all__ = ["CacheSchedulerPlugin", "CacheWorkerPlugin", "CarbonPlacer", "GraphPlan",
            "PlacedFuture", "__version__", "cache", "carbon", "chain_keys", "compute",
-           "graph_counters", "graph_of", "plan", "scheduler_residency", "session", "worker_metrics"]
+           "disable_locality", "enable_locality", "graph_counters", "graph_of", "locality_stats",
+           "plan", "scheduler_residency", "session", "worker_metrics"]

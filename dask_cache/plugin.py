@@ -11,7 +11,10 @@ without touching Redis or the bucket. The tier joins the store in place, so the 
 bills what the worker writes, hits and evicts. The store becomes the worker process's default, so
 ``dask_cache.cache()`` functions and graph-cache loads use it. Per-worker hit, miss and byte
 counters are exposed to ``client.run(worker_metrics)`` and as custom worker metrics (the
-scheduler and dashboard show them with the other worker metrics).
+scheduler and dashboard show them with the other worker metrics), and the store's Prometheus
+metrics (:mod:`flowcache.metrics`: hit rates, bytes held, evictions, write confirmations,
+degraded tiers) are served on the worker's own ``/metrics`` beside Dask's, labelled with the
+worker's address, so one scrape config covers both.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from distributed import WorkerPlugin
 
 from dask_cache.settings import DaskCacheSettings
 from flowcache.config import StoreConfig, set_default_store
+from flowcache.metrics import expose, withdraw
 from flowcache.store import TieredStore
 from flowcache.tiers.node import NodeTier
 
@@ -46,12 +50,17 @@ class CacheWorkerPlugin(WorkerPlugin):
                         max_bytes=self.node_bytes or settings.node_bytes)
         add_node_tier(store, node)
         worker.flowcache_store = store
+        worker.flowcache_metrics = expose(store, name=worker.address)
         set_default_store(store)
         for tier in store.tiers:
             for metric in METRICS:
                 worker.metrics[f"flowcache-{tier.name}-{metric}"] = _metric(tier.name, metric)
 
     def teardown(self, worker: Any) -> None:
+        metrics = getattr(worker, "flowcache_metrics", None)
+        if metrics is not None:
+            withdraw(metrics)
+            worker.flowcache_metrics = None
         store = getattr(worker, "flowcache_store", None)
         if store is not None:
             store.close()

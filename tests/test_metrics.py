@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from distributed import WorkerPlugin
 from prometheus_client import CollectorRegistry
 
 from flowcache.cli.metrics import SharedTiers
@@ -346,20 +345,6 @@ def wait_until_replica(node: RedisServer, timeout: float = 180) -> None:
 
 
 # -- on a Dask worker ---------------------------------------------------------------------------
-class ExposeStoreMetrics(WorkerPlugin):
-    """What CacheWorkerPlugin's setup would add (see the lead's note): the worker's store
-    metrics in the process registry, which the worker's own /metrics serves."""
-
-    name = "flowcache-metrics"
-    idempotent = True
-
-    def setup(self, worker):
-        worker.flowcache_metrics = expose(worker.flowcache_store, name=worker.address)
-
-    def teardown(self, worker):
-        withdraw(worker.flowcache_metrics)
-
-
 def test_a_dask_worker_serves_its_store_metrics_beside_dasks_own(tmp_path):
     import urllib.request
 
@@ -375,7 +360,6 @@ def test_a_dask_worker_serves_its_store_metrics_beside_dasks_own(tmp_path):
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                       dashboard_address=":0") as cluster, Client(cluster) as client:
         client.register_plugin(dask_cache.CacheWorkerPlugin(config, node_dir=str(tmp_path / "n")))
-        client.register_plugin(ExposeStoreMetrics())
         client.run(lambda dask_worker: dask_worker.flowcache_store.put(KEY, PAYLOAD))
         [(address, port)] = client.run(lambda dask_worker: dask_worker.http_server.port).items()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as reply:
