@@ -45,7 +45,7 @@ log = logging.getLogger("flowcache.files")
 DEFAULT_BLOCK_SIZE = 4 << 20
 DEFAULT_FETCH_BYTES = 256 << 20
 MIN_BLOCK_SIZE = 4 << 10
-LOOKAHEAD = 2
+LOOKAHEAD = 3  # cached blocks being read and verified beside the one waited for
 Fetch = Callable[[int, int], bytes]  # (start, end) -> bytes of the version, from the remote
 
 
