@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
+from fsspec.callbacks import DEFAULT_CALLBACK
 from fsspec.implementations.chained import ChainedFileSystem
 
 from flowcache.errors import RemoteChanged
@@ -51,7 +52,7 @@ from flowcache.files.localize import localize_version
 from flowcache.files.records import drop_stale, read_record, write_record
 from flowcache.files.remote import fetch_range
 from flowcache.files.versions import Version, canonical_url, protocol_of, version_of
-from flowcache.files.writes import ConfirmedWriteFile, Spool, cache_written
+from flowcache.files.writes import ConfirmedWriteFile, Spool, cache_written, writes_need_parents
 from flowcache.lifetimes import FlowScoped, Lifetime, parse_lifetime
 from flowcache.store import TieredStore
 from flowcache.units import parse_size
@@ -275,6 +276,20 @@ class FlowcacheFileSystem(ChainedFileSystem):
         path = self._strip_protocol(path)
         return localize_version(self.reader(path), self.fs,
                                 directory if directory is not None else self.local_dir)
+
+    def put_file(self, lpath: str, rpath: str, callback: Any = DEFAULT_CALLBACK,
+                 mode: str = "overwrite", **kwargs: Any) -> None:
+        """fsspec's ``put_file`` less its ``mkdirs`` of the parent where writes need none (a
+        local target's write makes it; an object store has none: s3fs checked the bucket)."""
+        if writes_need_parents(self.fs) or os.path.isdir(lpath):
+            return super().put_file(lpath, rpath, callback=callback, mode=mode, **kwargs)
+        with open(lpath, "rb") as source:
+            callback.set_size(os.fstat(source.fileno()).st_size)
+            with self.open(rpath, "xb" if mode == "create" else "wb", **kwargs) as target:
+                while chunk := source.read(self.blocksize):
+                    target.write(chunk)
+                    callback.relative_update(len(chunk))
+        return None
 
     def _cache_written(self, version: Version, spool: Spool) -> None:
         cache_written(self.store, version, spool, policy=self.policy, now=self.clock(),

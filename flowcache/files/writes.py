@@ -47,6 +47,8 @@ from flowcache.store import TieredStore
 log = logging.getLogger("flowcache.files")
 
 S3_SINGLE_PUT_MAX = 5 << 30
+#: object stores: a key needs no parent "directory" made first
+_NO_DIRECTORIES = frozenset({"s3", "gs"})
 _CHUNK = 8 << 20
 _PROBE = 4096
 
@@ -160,6 +162,12 @@ class ConfirmedWriteFile(io.RawIOBase):
 
     def __repr__(self) -> str:
         return f"<ConfirmedWriteFile {self.url} ({self.spool.size} bytes)>"
+
+
+def writes_need_parents(fs: fsspec.AbstractFileSystem) -> bool:
+    """Whether a write to ``fs`` needs its parent directory made first: not on a local target
+    (:func:`upload` makes it) nor on an object store (it has no directories)."""
+    return not is_local(fs) and protocol_of(fs) not in _NO_DIRECTORIES
 
 
 def upload(fs: fsspec.AbstractFileSystem, path: str, spool: Spool, *,
