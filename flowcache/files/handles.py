@@ -7,7 +7,7 @@ it is in until it moves to another.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from fsspec.spec import AbstractBufferedFile
 
@@ -15,8 +15,12 @@ from flowcache.errors import RemoteChanged
 from flowcache.files.blocks import BlockReader
 from flowcache.files.versions import Version
 
-if TYPE_CHECKING:
-    from flowcache.files.protocol import FlowcacheFileSystem
+
+class Rechecking(Protocol):
+    """What a handle needs of its filesystem beyond fsspec's: a fresh version check (the
+    ``flowcache::`` filesystem; a protocol so this module need not import it back)."""
+
+    def recheck(self, path: str) -> None: ...
 
 
 class CachedFile(AbstractBufferedFile):
@@ -26,7 +30,7 @@ class CachedFile(AbstractBufferedFile):
     ``read``); larger reads go to the block reader whole.
     """
 
-    def __init__(self, fs: FlowcacheFileSystem, path: str, reader: BlockReader) -> None:
+    def __init__(self, fs: Rechecking, path: str, reader: BlockReader) -> None:
         self.reader = reader
         self._held: tuple[int, bytes | memoryview] | None = None
         super().__init__(fs, path, mode="rb", block_size=reader.policy.block_size,
