@@ -72,6 +72,10 @@ class ClusterNode(RedisServer):
         self.extra = ("--cluster-enabled", "yes", "--cluster-port", str(self.bus_port),
                       "--cluster-config-file", f"nodes-{port}.conf",
                       "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+                      # a replica always stands for election, however long ago it last heard
+                      # its master: on a loaded machine (a stalled sync, a slow test) the
+                      # default factor can leave a killed master's slots with nobody to serve
+                      "--cluster-replica-validity-factor", "0",
                       "--logfile", str(self.workdir / "redis.log"))
 
     def start(self) -> ClusterNode:

@@ -171,6 +171,7 @@ def test_the_watcher_hears_every_master_and_the_replica_a_failover_promotes(clus
         wait_until(lambda: {("redis", n, "evicted") for n in evicted} <= removals(
             ledger, "alice"), "the evictions on every master recorded")
 
+        cluster.wait_healthy()  # every replica in sync (the evictions above replicated)
         cluster.kill(victim)  # SIGKILL: its replica takes over its slots
         cluster.wait_promoted(replica)
         wait_until(lambda: replica.address in watcher.listening(),
