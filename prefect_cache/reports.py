@@ -35,7 +35,11 @@ def artifact_key(prefix: str, flow_name: str | None) -> str:
 
 
 def byte_hours(value: float) -> str:
-    """Byte-hours as a size held for an hour: ``5.3e6`` -> ``"5.1 MiB x h"``."""
+    """Byte-hours as a size held for an hour: ``5.3e6`` -> ``"5.1 MiB x h"``. Something held
+    for less than a byte-hour (a short flow's intermediates) reads ``"< 1 B x h"``, never as
+    if nothing had been held."""
+    if 0 < value < 0.5:
+        return "< 1 B x h"
     return f"{format_size(value)} x h"
 
 

@@ -120,3 +120,11 @@ def test_a_ledger_key_in_a_warning_is_not_drawn_as_an_emoji(store):
     shown = out.getvalue()
     assert "ledger:{alice}" in shown, shown
     assert "\N{LEDGER}" not in shown
+
+
+def test_byte_hours_never_read_as_nothing_when_something_was_held():
+    from prefect_cache.reports import byte_hours
+
+    assert byte_hours(0) == "0 B x h"
+    assert byte_hours(0.2) == "< 1 B x h"  # held briefly: not "0 B x h"
+    assert byte_hours(5.3e6) == "5.1 MiB x h"
