@@ -210,7 +210,12 @@ class RedisClusterFixture:
         node.kill()
 
     def wait_promoted(self, replica: ClusterNode) -> None:
-        wait_until(lambda: replica.role() == "master", f"{replica.address} promoted")
+        try:
+            wait_until(lambda: replica.role() == "master", f"{replica.address} promoted")
+        except TimeoutError as error:  # say what the cluster looked like, for whoever reads it
+            with replica.client() as client:
+                nodes = _text(client.execute_command("CLUSTER", "NODES"))
+            raise TimeoutError(f"{error}; the replica's CLUSTER NODES:\n{nodes}") from None
         self.wait_healthy()
 
     def add_node(self) -> ClusterNode:

@@ -15,12 +15,17 @@ from flowcache.admin import provision_redis_user
 from flowcache.config import StoreConfig
 from flowcache.identity import new_key
 from flowcache.tiers.redis_urls import connect
-from tests.redis_cluster import shared_cluster, wait_until
+from tests.redis_cluster import RedisClusterFixture, wait_until
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def redis_cluster():
-    return shared_cluster()
+    """A cluster of this module's own: its failover test needs 3 masters that all vote, and the
+    session's shared cluster may carry what other modules did to it (a 7th master holding a slot
+    without a replica, a master restarted as a replica)."""
+    cluster = RedisClusterFixture(masters=3, replicas=1).start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture
