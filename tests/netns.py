@@ -18,6 +18,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from flowcache.processes import pid_alive
+
 SUBNET = "10.231"  # 10.231.<s>.0/24, one <s> per harness; unlikely to be a real network here
 _SEQUENCE = itertools.count()
 _LOCK_FILE = Path(tempfile.gettempdir()) / "flowcache-hosts-netns.lock"
@@ -27,13 +29,6 @@ def command(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 
@@ -118,12 +113,12 @@ def sweep_stale() -> None:
         name = line.split()[0] if line.strip() else ""
         parts = name.split("-")
         if name.startswith("fch-") and len(parts) >= 2 and parts[1].isdigit() \
-                and not _alive(int(parts[1])):
+                and not pid_alive(int(parts[1])):
             command("ip", "netns", "del", name)
     for line in command("ip", "-o", "link", "show").stdout.splitlines():
         fields = line.split(":")
         name = fields[1].strip().split("@")[0] if len(fields) > 1 else ""
         if name.startswith("fcb") and "g" in name[3:]:
             with contextlib.suppress(ValueError):
-                if not _alive(int(name[3:].split("g")[0], 16)):
+                if not pid_alive(int(name[3:].split("g")[0], 16)):
                     command("ip", "link", "del", name)

@@ -5,7 +5,6 @@ plain tasks are never held up, and the user is told what happened."""
 from __future__ import annotations
 
 import logging
-import threading
 
 import numpy as np
 import pytest
@@ -13,11 +12,12 @@ from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flowcache.carbon.series import IntensitySeries
-from flowcache.errors import ForecastNotSupported, ProviderUnavailable
+from flowcache.errors import ForecastNotSupported
 from flowcache.tiers.memory import MemoryTier
 from flowcache.tiers.objects import ObjectTier
 from prefect_cache.carbon_option import carbon
 from prefect_cache.carbon_runner import CarbonAwareTaskRunner
+from tests.carbon.fakes import Hanging
 from tests.known_provider import HOUR, T0
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -27,34 +27,6 @@ DEADLINE = 120.0  # generous: the machine may be loaded
 @pytest.fixture
 def store(tmp_path, make_store):
     return make_store(MemoryTier(), ObjectTier(str(tmp_path / "durable")))
-
-
-class Hanging:
-    """Hangs until ``release`` is set; then fails. Counts calls and those in flight."""
-
-    name = "hanging"
-    signal = "average"
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.entered = threading.Event()
-        self.calls = 0
-        self.in_flight = 0
-        self.lock = threading.Lock()
-
-    def forecast(self, region, start, end):
-        with self.lock:
-            self.calls += 1
-            self.in_flight += 1
-        self.entered.set()
-        try:
-            self.release.wait(600)
-            raise ProviderUnavailable(self.name, "the API timed out (test)")
-        finally:
-            with self.lock:
-                self.in_flight -= 1
-
-    history = forecast
 
 
 @carbon(max_delay="6h", duration="1h", power=1000)

@@ -7,6 +7,7 @@ the process; retries "sleep" into a list instead of waiting.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ import httpx
 import numpy as np
 
 from flowcache.carbon.series import IntensitySeries
+from flowcache.errors import ProviderUnavailable
 
 Reply = httpx.Response | Callable[[httpx.Request], httpx.Response] | dict[str, Any] | list[Any]
 
@@ -67,3 +69,32 @@ def hourly(values: list[float | None], start: float = 1_654_041_600.0, **kw: Any
     """A history series on an hourly grid starting 2022-06-01T00:00Z."""
     return IntensitySeries(start, 3600.0, np.array([np.nan if v is None else v for v in values],
                                                    dtype=float), **kw)
+
+
+class Hanging:
+    """A provider that hangs until ``release`` is set, then fails (as an API that timed out).
+    Counts calls and those in flight."""
+
+    name = "hanging"
+    signal = "average"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.calls = 0
+        self.in_flight = 0
+        self.lock = threading.Lock()
+
+    def forecast(self, region, start, end):
+        with self.lock:
+            self.calls += 1
+            self.in_flight += 1
+        self.entered.set()
+        try:
+            self.release.wait(600)
+            raise ProviderUnavailable(self.name, "the API timed out (test)")
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    history = forecast

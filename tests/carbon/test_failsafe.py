@@ -6,7 +6,6 @@ within the forecast's uncertainty: each becomes "run now at home" with the reaso
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -27,6 +26,7 @@ from flowcache.carbon.report import summary_line
 from flowcache.carbon.series import IntensitySeries
 from flowcache.cli.carbon import carbon_app
 from flowcache.errors import ForecastNotSupported, ProviderUnavailable
+from tests.carbon.fakes import Hanging
 
 T0 = 1_654_041_600.0  # 2022-06-01T00:00Z
 H = 3600.0
@@ -47,26 +47,6 @@ class HistoryOnly:
 
     def history(self, region, start, end):
         return self.series.slice(max(start, self.series.start), min(end, self.series.end))
-
-
-class Hanging:
-    """A provider that answers nothing until ``release`` is set, then fails."""
-
-    name = "hanging"
-    signal = "average"
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.entered = threading.Event()
-        self.calls = 0
-
-    def forecast(self, region, start, end):
-        self.calls += 1
-        self.entered.set()
-        self.release.wait(300)
-        raise ProviderUnavailable(self.name, "gave up")
-
-    history = forecast
 
 
 def daily(days: float, *, dip: float = 200.0, noise: float = 0.0, seed: int = 1) -> np.ndarray:
